@@ -1,0 +1,46 @@
+"""Active Circuit Discovery: sequential circuit discovery in language models as a Gymnasium environment.
+
+`import acd_env` registers `CircuitDiscovery-v0`; heavy libraries (torch, circuit-tracer) load lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from acd_env import _offline  # noqa: F401  (sets HF offline defaults before anything imports the hub)
+
+ENV_ID = "CircuitDiscovery-v0"
+__version__ = "0.1.0"
+
+_LAZY = {
+    "CircuitDiscoveryEnv": ("acd_env.env", "CircuitDiscoveryEnv"),
+    "load_model": ("acd_env.models", "load_model"),
+    "available_models": ("acd_env.models", "available_models"),
+    "load_task": ("acd_env.tasks", "load_task"),
+    "available_tasks": ("acd_env.tasks", "available_tasks"),
+    "Prompt": ("acd_env.tasks", "Prompt"),
+    "load_table": ("acd_env.tables", "load_table"),
+    "ACDError": ("acd_env.errors", "ACDError"),
+    "INTERVENTION_TYPES": ("acd_env.interventions", "INTERVENTION_TYPES"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'acd_env' has no attribute {name!r}")
+
+
+def _register() -> None:
+    from gymnasium.envs.registration import register, registry
+
+    if ENV_ID not in registry:
+        register(id=ENV_ID, entry_point="acd_env.env:CircuitDiscoveryEnv")
+
+
+_register()
+
+__all__ = ["ENV_ID", *_LAZY]

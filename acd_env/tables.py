@@ -1,0 +1,224 @@
+"""Circuit tables: every measurement of every (candidate, intervention) of a set of prompts (replay data).
+
+One `.npz` file per (model, task, split). `meta` (JSON) records the format version, model name and weights
+hash, task, split, K, intervention types, steering scale, descriptor columns, attention setting, outcome bin
+edges and the circuit-tracer version; the arrays hold, per prompt, the `PromptCase` fields and the
+measurements (P, K, n_types). Writes are atomic (temporary file + rename); loading validates everything and
+refuses a table built for another model or settings with an error that says what to rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acd_env.case import CaseSettings, PromptCase
+from acd_env.errors import TableError
+from acd_env.measurements import MEASUREMENT_NAMES
+from acd_env.tasks.prompt import Prompt
+
+FORMAT_VERSION = 2
+_CASE_ARRAYS = ("features", "n_valid", "clean_act", "values", "descriptors", "answer_id", "cf_answer_id",
+                "top_ids", "top_probs")  # fmt: skip
+_STRINGS = ("prompt_id", "task", "clean", "counterfactual", "answer", "cf_answer", "patch_source")
+
+
+@dataclass
+class CircuitTable:
+    """A loaded or freshly built table. `measurements[name]` has shape (P, K, n_types)."""
+
+    meta: dict
+    cases: list[PromptCase]
+    measurements: dict[str, np.ndarray]
+
+    @property
+    def settings(self) -> CaseSettings:
+        m = self.meta
+        return CaseSettings(
+            n_candidates=m["n_candidates"],
+            interventions=tuple(m["interventions"]),
+            steering_scale=m["steering_scale"],
+            descriptors=tuple(m["descriptors"]),
+            freeze_attention=m["freeze_attention"],
+        )
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+
+def make_meta(model_name: str, weights_hash: str, task: str, split: str, settings: CaseSettings,
+              bin_edges: dict, **extra: Any) -> dict:  # fmt: skip
+    import circuit_tracer
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model_name,
+        "weights_hash": weights_hash,
+        "task": task,
+        "split": split,
+        "n_candidates": settings.n_candidates,
+        "interventions": list(settings.interventions),
+        "steering_scale": settings.steering_scale,
+        "descriptors": list(settings.descriptors),
+        "descriptor_names": list(settings.descriptor_names),
+        "freeze_attention": settings.freeze_attention,
+        "bin_edges": bin_edges,
+        "circuit_tracer_version": getattr(circuit_tracer, "__version__", "0.5.0"),
+        "measurements": list(MEASUREMENT_NAMES),
+        **extra,
+    }
+
+
+def save_table(table: CircuitTable, path: str | Path) -> Path:
+    """Write atomically: a crash leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    cases = table.cases
+    max_len = max((len(c.tokens) for c in cases), default=1)
+    tokens = np.full((len(cases), max_len), -1, np.int64)
+    for i, c in enumerate(cases):
+        tokens[i, : len(c.tokens)] = c.tokens
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.array(json.dumps({**table.meta, "n_prompts": len(cases)})),
+        "tokens": tokens,
+        "prompt_id": np.array([c.prompt.id for c in cases], dtype=str),
+        "task": np.array([c.prompt.task for c in cases], dtype=str),
+        "clean": np.array([c.prompt.clean for c in cases], dtype=str),
+        "counterfactual": np.array([c.prompt.counterfactual or "" for c in cases], dtype=str),
+        "answer": np.array([c.prompt.answer or "" for c in cases], dtype=str),
+        "cf_answer": np.array([c.prompt.counterfactual_answer or "" for c in cases], dtype=str),
+        "patch_source": np.array([c.patch_source for c in cases], dtype=str),
+    }
+    for name in _CASE_ARRAYS:
+        arrays[name] = np.stack([np.asarray(getattr(c, name)) for c in cases])
+    for name in MEASUREMENT_NAMES:
+        arrays[f"m_{name}"] = table.measurements[name]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_table(path: str | Path, *, weights_hash: str | None = None, model_name: str | None = None) -> CircuitTable:
+    """Load and validate a table; with `weights_hash`, refuse a table built for other weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"circuit table {str(path)!r} does not exist; build it with `acd tables build`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            raw = {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+        raise TableError(f"circuit table {str(path)!r} is corrupt or truncated ({e}); rebuild it") from None
+    if "meta" not in raw:
+        raise TableError(f"{str(path)!r} is not a circuit table (no metadata); rebuild it with `acd tables build`")
+    try:
+        meta = json.loads(str(raw["meta"]))
+    except json.JSONDecodeError:
+        raise TableError(f"circuit table {str(path)!r} has unreadable metadata; rebuild it") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise TableError(
+            f"circuit table {str(path)!r} has format version {version!r}, this version reads {FORMAT_VERSION}; "
+            "rebuild it with `acd tables build`"
+        )
+    if weights_hash is not None and meta.get("weights_hash") != weights_hash:
+        raise TableError(
+            f"circuit table {str(path)!r} was built for model {meta.get('model')!r} (weights {meta.get('weights_hash')}),"
+            f" not for {model_name or 'this model'!r} (weights {weights_hash}); rebuild it for this model"
+        )
+    return _from_arrays(raw, meta, path)
+
+
+def _from_arrays(raw: dict[str, np.ndarray], meta: dict, path: Path) -> CircuitTable:
+    needed = ("tokens", *_STRINGS, *_CASE_ARRAYS, *(f"m_{n}" for n in MEASUREMENT_NAMES))
+    missing = [k for k in needed if k not in raw]
+    if missing:
+        raise TableError(f"circuit table {str(path)!r} lacks arrays {missing}; rebuild it")
+    p = int(meta.get("n_prompts", -1))
+    k, t = meta["n_candidates"], len(meta["interventions"])
+    f = len(meta["descriptor_names"])
+    expected = {"features": (p, k, 3), "values": (p, k, t), "descriptors": (p, k, f), "n_valid": (p,),
+                **{f"m_{n}": (p, k, t) for n in MEASUREMENT_NAMES}}  # fmt: skip
+    for name, shape in expected.items():
+        if raw[name].shape != shape:
+            raise TableError(
+                f"circuit table {str(path)!r}: {name} has shape {raw[name].shape}, expected {shape}; rebuild it"
+            )
+    for name in ("kl", "logit_diff", "downstream"):
+        if not np.isfinite(raw[f"m_{name}"]).all():
+            raise TableError(f"circuit table {str(path)!r} holds NaN or inf in measurement {name!r}; rebuild it")
+    cases = []
+    for i in range(p):
+        prompt = Prompt(
+            id=str(raw["prompt_id"][i]),
+            task=str(raw["task"][i]),
+            clean=str(raw["clean"][i]),
+            answer=str(raw["answer"][i]) or None,
+            counterfactual=str(raw["counterfactual"][i]) or None,
+            counterfactual_answer=str(raw["cf_answer"][i]) or None,
+        )
+        tokens = raw["tokens"][i]
+        cases.append(
+            PromptCase(
+                prompt=prompt,
+                tokens=tokens[tokens >= 0],
+                patch_source=str(raw["patch_source"][i]),
+                **{name: (raw[name][i].item() if raw[name][i].ndim == 0 else raw[name][i]) for name in _CASE_ARRAYS},
+            )
+        )
+    measurements = {n: raw[f"m_{n}"] for n in MEASUREMENT_NAMES}
+    return CircuitTable(meta, cases, measurements)
+
+
+def merge_tables(tables: Sequence[CircuitTable]) -> CircuitTable:
+    """Concatenate tables with identical settings (e.g. several tasks) into one."""
+    if not tables:
+        raise TableError("no tables to merge")
+    first = tables[0]
+    keys = ("weights_hash", "n_candidates", "interventions", "steering_scale", "descriptor_names", "freeze_attention")
+    for t in tables[1:]:
+        for key in keys:
+            if t.meta[key] != first.meta[key]:
+                raise TableError(f"cannot combine tables with different {key}: {first.meta[key]!r} vs {t.meta[key]!r}")
+    meta = dict(first.meta, task="+".join(dict.fromkeys(t.meta["task"] for t in tables)))
+    cases = [c for t in tables for c in t.cases]
+    measurements = {n: np.concatenate([t.measurements[n] for t in tables]) for n in MEASUREMENT_NAMES}
+    return CircuitTable(meta, cases, measurements)
+
+
+def build_table(
+    backend: Any,
+    meta: dict,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> CircuitTable:
+    """Measure every (candidate, type) of every prompt of a live backend with the batched engine."""
+    cases, measured = [], {n: [] for n in MEASUREMENT_NAMES}
+    start = time.perf_counter()
+    for i in range(backend.n_prompts):
+        case = backend.case(i)
+        effects = backend.oracle(i)
+        cases.append(case)
+        for n in MEASUREMENT_NAMES:
+            measured[n].append(getattr(effects, n))
+        if progress:
+            progress(i + 1, backend.n_prompts)
+    meta = dict(meta, build_seconds=round(time.perf_counter() - start, 3))
+    return CircuitTable(meta, cases, {n: np.stack(v) for n, v in measured.items()})
