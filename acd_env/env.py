@@ -241,6 +241,9 @@ class CircuitDiscoveryEnv(gym.Env):
             "task": case.prompt.task,
             "prompt_index": i,
             "n_valid": case.n_valid,
+            "n_candidates": k,
+            "interventions": self.settings.interventions,
+            "descriptor_names": self.descriptor_names,
             "action_mask": self._mask.astype(np.int8),
         }
 
