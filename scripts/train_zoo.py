@@ -165,7 +165,9 @@ def build(name: str, hp: dict, out: Path, log=print) -> dict:
 
     torch.manual_seed(hp["seed"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
+    for stale in out.parent.glob(f".{out.name}-*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         t0 = time.time()
         tokenizer = build_tokenizer(VOCAB, tmp / "tokenizer")

@@ -102,7 +102,13 @@ def measure_prompt(
     from circuit_tracer.graph import compute_graph_scores
 
     from acd_env.attribution.graph import attribute_graph, node_influence, top_candidates, view
-    from acd_env.interventions import INTERVENTION_TYPES, Intervention, clean_run, intervention_value, run_batch
+    from acd_env.interventions import (
+        INTERVENTION_TYPES,
+        Intervention,
+        clean_run,
+        intervention_value,
+        run_batch,
+    )
     from acd_env.measurements import measure
 
     if prompt.counterfactual is None or prompt.answer is None:
@@ -110,7 +116,9 @@ def measure_prompt(
     tokens = model.ensure_tokenized(prompt.clean)
     cf_tokens = model.ensure_tokenized(prompt.counterfactual)
     if cf_tokens.shape != tokens.shape:
-        raise ValueError(f"prompt {prompt.id!r}: counterfactual has {len(cf_tokens)} tokens, clean {len(tokens)}")
+        raise ValueError(
+            f"prompt {prompt.id!r}: counterfactual has {len(cf_tokens)} tokens, clean {len(tokens)}"
+        )
 
     start = time.perf_counter()
     graph = attribute_graph(model, tokens)
@@ -198,7 +206,9 @@ def overall(per_task: dict[str, dict]) -> dict[str, float]:
 def check_bars(per_task: dict[str, dict], total: dict[str, float]) -> list[dict]:
     """The quality bars of DESIGN.md §3, each {"bar", "passed", "detail"}."""
     types = ("ablation", "patching", "steering")
-    low_acc = {t: round(r["accuracy"], 3) for t, r in per_task.items() if not r["accuracy"] >= BARS["accuracy"]}
+    low_acc = {
+        t: round(r["accuracy"], 3) for t, r in per_task.items() if not r["accuracy"] >= BARS["accuracy"]
+    }
     saturated = [t for t, r in per_task.items() if all(r[f"greedy_{k}"] >= BARS["greedy"] for k in types)]
     return [
         {
@@ -259,7 +269,9 @@ def markdown(per_task: dict[str, dict], total: dict[str, float], k: int, budget:
             lines.append(row(f"{title}, {label}", f3(f"{metric}_{kind}")))
     lines.append(row("top feature's share of ablation KL", f3("top_share")))
     lines.append("")
-    lines.append(f"K = {k} candidates by influence, budget B = {budget}, freeze_attention = False; 'all' = mean of tasks.")
+    lines.append(
+        f"K = {k} candidates by influence, budget B = {budget}, freeze_attention = False; 'all' = mean of tasks."
+    )
     return "\n".join(lines)
 
 
@@ -270,7 +282,9 @@ def load(model_name: str, root: Path | None, device: str | None) -> tuple[Any, s
     if root is not None:
         root = Path(root)
         if not (root / "config.json").is_file():
-            raise SystemExit(f"{root} is not a model directory (no config.json); build one with scripts/train_zoo.py")
+            raise SystemExit(
+                f"{root} is not a model directory (no config.json); build one with scripts/train_zoo.py"
+            )
         return toy.load_toy(root.name, device, root=root), root.name, toy.weights_hash(root)
     from acd_env.models import load_model, model_info
 
@@ -314,7 +328,13 @@ def build_report(
         records += task_records
     total = overall(per_task)
     return {
-        "settings": {"n": n, "k": k, "budget": budget, "steering_scale": steering_scale, "freeze_attention": False},
+        "settings": {
+            "n": n,
+            "k": k,
+            "budget": budget,
+            "steering_scale": steering_scale,
+            "freeze_attention": False,
+        },
         "tasks": per_task,
         "overall": total,
         "bars": check_bars(per_task, total),

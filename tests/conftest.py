@@ -27,6 +27,12 @@ def load_script(name: str) -> ModuleType:
 
 
 @pytest.fixture(scope="session")
+def script():
+    """`script("zoo_report")` imports scripts/zoo_report.py as a module."""
+    return load_script
+
+
+@pytest.fixture(scope="session")
 def toy_model():
     """The shipped default model `toy-4l` as a circuit-tracer ReplacementModel (loaded once)."""
     from acd_env.models import available_models, load_model

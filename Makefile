@@ -1,0 +1,66 @@
+# Active Circuit Discovery: set-up, tests, the demo job and the toy model zoo.
+#
+#   make demo    set up .venv (first time only) and run the main job
+#   make test    set up .venv, lint, and run every test (slow ones included)
+#
+# torch is installed first and on its own so that you can choose the build. The default is the CPU
+# build; on a CUDA machine pass your own requirement, e.g.
+#   make demo TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
+# A different TORCH_SPEC than the one installed re-runs the set-up.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
+
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+# Re-install when pyproject.toml changes or when the stamp records another torch requirement.
+ifneq ($(shell cat $(STAMP) 2>/dev/null),$(strip $(TORCH_SPEC)))
+STAMP_DEPS := FORCE
+endif
+
+.PHONY: all venv test test-fast demo lint format zoo clean distclean FORCE
+all: test
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(STAMP_DEPS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet $(TORCH_SPEC)
+	$(PIP) install --quiet -e '.[dev,ray]'
+	@echo '$(strip $(TORCH_SPEC))' > $(STAMP)
+
+test: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+test-fast: venv
+	$(VENV)/bin/pytest -q -m 'not slow'
+
+# For now the main job is the zoo's discrimination report; it becomes `acd bench` once the harness lands.
+demo: venv
+	$(PY) scripts/zoo_report.py --n 6
+
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Retrain both shipped toy models into acd_env/models/zoo (one thread: bit-reproducible; ~10 min each).
+zoo: venv
+	$(PY) scripts/train_zoo.py --name toy-4l
+	$(PY) scripts/train_zoo.py --name toy-4l-w160
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
