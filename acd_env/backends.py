@@ -106,7 +106,11 @@ class LiveBackend:
                 for t in range(n_types)
             ]
             result = run_batch(
-                self.model, clean.tokens, rows, clean.activations, freeze_attention=self.settings.freeze_attention
+                self.model,
+                clean.tokens,
+                rows,
+                clean.activations,
+                freeze_attention=self.settings.freeze_attention,
             )
             m = measure(
                 clean.logits,
@@ -142,9 +146,13 @@ class ReplayBackend:
         table_types = list(table.meta["interventions"])
         type_idx = [table_types.index(t) for t in ts]
         k = settings.n_candidates
-        self._m = {n: np.ascontiguousarray(table.measurements[n][:, :k][:, :, type_idx]) for n in MEASUREMENT_NAMES}
+        self._m = {
+            n: np.ascontiguousarray(table.measurements[n][:, :k][:, :, type_idx]) for n in MEASUREMENT_NAMES
+        }
         self.prompts = [c.prompt for c in table.cases]
-        self._cases = [_slice_case(c, k, type_idx, table.meta["descriptor_names"], settings) for c in table.cases]
+        self._cases = [
+            _slice_case(c, k, type_idx, table.meta["descriptor_names"], settings) for c in table.cases
+        ]
 
     @property
     def n_prompts(self) -> int:
@@ -167,7 +175,9 @@ class ReplayBackend:
         return Effects(**{n: self._m[n][i] for n in MEASUREMENT_NAMES}, valid=self._cases[i].valid)
 
 
-def _slice_case(case: PromptCase, k: int, type_idx: list[int], table_names: list[str], settings: CaseSettings):
+def _slice_case(
+    case: PromptCase, k: int, type_idx: list[int], table_names: list[str], settings: CaseSettings
+):
     from dataclasses import replace
 
     cols = [table_names.index(n) for n in settings.descriptor_names]

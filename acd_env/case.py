@@ -141,9 +141,16 @@ def build_case(
             )
         patch = fallback_means[layers, fids].cpu().float()
         source = "mean_activation"
-    decoder_norms = torch.stack(
-        [model.transcoders._get_decoder_vectors(int(lyr), fid.view(1))[0].norm() for lyr, fid in zip(layers, fids)]
-    ).cpu().float()
+    decoder_norms = (
+        torch.stack(
+            [
+                model.transcoders._get_decoder_vectors(int(lyr), fid.view(1))[0].norm()
+                for lyr, fid in zip(layers, fids, strict=True)
+            ]
+        )
+        .cpu()
+        .float()
+    )
     names = settings.descriptor_names
     k_pad, n_valid = settings.n_candidates, len(idx)
     desc = np.zeros((k_pad, len(names)), np.float32)
@@ -154,7 +161,9 @@ def build_case(
         from acd_env.attribution.atp import atp_descriptors
 
         start = graph_cols.shape[1]
-        desc[:n_valid, start:] = atp_descriptors(model, tokens, feats, clean_act, patch, settings.steering_scale)
+        desc[:n_valid, start:] = atp_descriptors(
+            model, tokens, feats, clean_act, patch, settings.steering_scale
+        )
     features = np.full((k_pad, 3), -1, np.int64)
     features[:n_valid] = feats.numpy()
     cact = np.zeros(k_pad, np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -19,7 +19,13 @@ from acd_env.tasks import TOY_TASKS, Prompt, load_task, prompts_from
 
 REWARDS = ("kl", "logit_diff")
 BACKENDS = ("live", "replay")
-DYNAMIC_COLUMNS = ("visited", "measured_type", "measured_log_kl", "measured_downstream", "measured_log_affected")
+DYNAMIC_COLUMNS = (
+    "visited",
+    "measured_type",
+    "measured_log_kl",
+    "measured_downstream",
+    "measured_log_affected",
+)
 
 
 class CircuitDiscoveryEnv(gym.Env):
@@ -95,7 +101,7 @@ class CircuitDiscoveryEnv(gym.Env):
     - `device`: torch device for the live backend.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(
         self,
@@ -129,14 +135,22 @@ class CircuitDiscoveryEnv(gym.Env):
             if kind not in INTERVENTION_TYPES:
                 raise unknown("intervention", kind, INTERVENTION_TYPES)
         if not interventions or len(set(interventions)) != len(interventions):
-            raise ACDError(f"interventions must be a non-empty list of distinct types from {INTERVENTION_TYPES}")
+            raise ACDError(
+                f"interventions must be a non-empty list of distinct types from {INTERVENTION_TYPES}"
+            )
         descriptors = tuple(descriptors)
-        if not descriptors or descriptors[0] != "graph" or any(d not in ("graph", "atp") for d in descriptors):
+        if (
+            not descriptors
+            or descriptors[0] != "graph"
+            or any(d not in ("graph", "atp") for d in descriptors)
+        ):
             raise ACDError(f"descriptors must be ('graph',) or ('graph', 'atp'), got {descriptors!r}")
         if not isinstance(steering_scale, int | float) or not np.isfinite(steering_scale):
             raise ACDError(f"steering_scale must be a finite number, got {steering_scale!r}")
         if render_mode is not None:
-            raise ACDError(f"render_mode {render_mode!r} is not supported; this env has no renderer (use None)")
+            raise ACDError(
+                f"render_mode {render_mode!r} is not supported; this env has no renderer (use None)"
+            )
         self.settings = CaseSettings(
             n_candidates=n_candidates,
             interventions=interventions,
@@ -176,7 +190,9 @@ class CircuitDiscoveryEnv(gym.Env):
         tasks = list(TOY_TASKS) if task is None else ([task] if isinstance(task, str | Path) else list(task))
         return [p for t in tasks for p in load_task(t, split=split)]
 
-    def _live_backend(self, model: Any, task: Any, split: str, prompts: Any, device: str | None) -> LiveBackend:
+    def _live_backend(
+        self, model: Any, task: Any, split: str, prompts: Any, device: str | None
+    ) -> LiveBackend:
         from acd_env.models import load_model
 
         prompt_list = self._prompt_list(model, task, split, prompts)
@@ -208,7 +224,9 @@ class CircuitDiscoveryEnv(gym.Env):
         if absent:
             problems.append(f"descriptors {s.descriptors} need columns the table lacks ({absent[:3]}...)")
         if s.freeze_attention != meta["freeze_attention"]:
-            problems.append(f"freeze_attention={s.freeze_attention} but the table used {meta['freeze_attention']}")
+            problems.append(
+                f"freeze_attention={s.freeze_attention} but the table used {meta['freeze_attention']}"
+            )
         if problems:
             raise ACDError("the circuit table does not match the environment: " + "; ".join(problems))
         return ReplayBackend(table, s)
@@ -219,7 +237,11 @@ class CircuitDiscoveryEnv(gym.Env):
         options = options or {}
         if "prompt_index" in options:
             i = options["prompt_index"]
-            if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < self.backend.n_prompts:
+            if (
+                isinstance(i, bool)
+                or not isinstance(i, int | np.integer)
+                or not 0 <= i < self.backend.n_prompts
+            ):
                 raise ACDError(f"prompt_index must be an int in [0, {self.backend.n_prompts}), got {i!r}")
             i = int(i)
         elif "prompt" in options:
@@ -257,7 +279,9 @@ class CircuitDiscoveryEnv(gym.Env):
             if a != action:
                 raise ValueError
         except (TypeError, ValueError):
-            raise ACDError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}") from None
+            raise ACDError(
+                f"action must be an integer in [0, {self.action_space.n}), got {action!r}"
+            ) from None
         self._left -= 1
         case = self._case
         info: dict[str, Any] = {"prompt_id": case.prompt.id, "invalid_action": False}
@@ -338,7 +362,9 @@ class CircuitDiscoveryEnv(gym.Env):
             if p.clean == prompt.clean:
                 return i
         if isinstance(self.backend, ReplayBackend):
-            raise ACDError(f"prompt {prompt.clean!r} is not in the circuit table; replay only knows its prompts")
+            raise ACDError(
+                f"prompt {prompt.clean!r} is not in the circuit table; replay only knows its prompts"
+            )
         from acd_env.tasks.validate import validate_prompts
 
         validate_prompts([prompt], self.backend.model)

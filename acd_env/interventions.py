@@ -54,9 +54,7 @@ def clean_run(model: Any, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return logits[0], acts
 
 
-def downstream_stats(
-    acts: torch.Tensor, clean_acts: torch.Tensor, layer: int
-) -> tuple[float, float, int]:
+def downstream_stats(acts: torch.Tensor, clean_acts: torch.Tensor, layer: int) -> tuple[float, float, int]:
     """Squared change, squared clean norm and affected count over layers after `layer` for one run's
     activations (n_layers, n_pos, d_tc), as returned by `feature_intervention`."""
     diff = (acts[layer + 1 :] - clean_acts[layer + 1 :]).float()
@@ -85,59 +83,69 @@ def run_batch(
             attention respond to the intervention.
     """
     n_layers = model.cfg.n_layers
-    zero = model.zero_positions
     frozen: dict[str, torch.Tensor] = {}
     if freeze_attention:
         names = {f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)}
         _, cache = model.run_with_cache(tokens.unsqueeze(0), names_filter=lambda n: n in names)
         frozen = {n: cache[n] for n in names}
-    parts: list[BatchResult] = []
-    for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
-        b = len(part)
-        layers = torch.tensor([r.layer for r in part], device=tokens.device)
-        poss = torch.tensor([r.pos for r in part], device=tokens.device)
-        feats = torch.tensor([r.feature for r in part], device=tokens.device)
-        vals = torch.tensor([r.value for r in part], dtype=clean_acts.dtype, device=tokens.device)
-        pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        diff_sq = torch.zeros(b, device=tokens.device)
-        ref_sq = torch.zeros(b, device=tokens.device)
-        affected = torch.zeros(b, dtype=torch.long, device=tokens.device)
-
-        def read(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
-            tc = model.transcoders.encode_layer(acts, layer)  # (b, n_pos, d_tc)
-            tc[:, zero] = 0
-            later = layers < layer  # rows whose intervention is upstream of this layer
-            diff = tc - clean_acts[layer].unsqueeze(0)
-            diff_sq.add_(torch.where(later, diff.pow(2).sum((1, 2)), 0.0))
-            ref_sq.add_(torch.where(later, clean_acts[layer].pow(2).sum(), 0.0))
-            affected.add_(torch.where(later, (diff.abs() > AFFECT_THRESHOLD).sum((1, 2)), 0))
-            idx = (layers == layer).nonzero(as_tuple=True)[0]
-            if len(idx):
-                current = tc[idx, poss[idx], feats[idx]]
-                decoder = model.transcoders._get_decoder_vectors(layer, feats[idx])
-                pending[layer] = (idx, (vals[idx] - current).unsqueeze(-1) * decoder)
-            return acts
-
-        def write(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
-            if layer not in pending:
-                return acts
-            idx, delta = pending.pop(layer)
-            acts = acts.clone()
-            acts[idx, poss[idx]] += delta
-            return acts
-
-        def freeze(pattern: torch.Tensor, hook: Any) -> torch.Tensor:
-            return frozen[hook.name].expand_as(pattern)
-
-        hooks = [(name, freeze) for name in frozen]
-        for layer in range(n_layers):
-            hooks.append((f"blocks.{layer}.{model.feature_input_hook}", _bind(read, layer)))
-            hooks.append((f"blocks.{layer}.{model.feature_output_hook}", _bind(write, layer)))
-        with model.hooks(fwd_hooks=hooks):
-            logits = model(tokens.unsqueeze(0).expand(b, -1))[:, -1]
-        parts.append(BatchResult(logits, diff_sq, ref_sq, affected))
+    parts = [
+        _run_chunk(model, tokens, rows[i : i + chunk], clean_acts, frozen) for i in range(0, len(rows), chunk)
+    ]
     return BatchResult(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+
+def _run_chunk(
+    model: Any,
+    tokens: torch.Tensor,
+    part: Sequence[Intervention],
+    clean_acts: torch.Tensor,
+    frozen: dict[str, torch.Tensor],
+) -> BatchResult:
+    dev = tokens.device
+    b = len(part)
+    layers = torch.tensor([r.layer for r in part], device=dev)
+    poss = torch.tensor([r.pos for r in part], device=dev)
+    feats = torch.tensor([r.feature for r in part], device=dev)
+    vals = torch.tensor([r.value for r in part], dtype=clean_acts.dtype, device=dev)
+    zero = model.zero_positions
+    pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    diff_sq = torch.zeros(b, device=dev)
+    ref_sq = torch.zeros(b, device=dev)
+    affected = torch.zeros(b, dtype=torch.long, device=dev)
+
+    def read(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
+        tc = model.transcoders.encode_layer(acts, layer)  # (b, n_pos, d_tc)
+        tc[:, zero] = 0
+        later = layers < layer  # rows whose intervention is upstream of this layer
+        diff = tc - clean_acts[layer].unsqueeze(0)
+        diff_sq.add_(torch.where(later, diff.pow(2).sum((1, 2)), 0.0))
+        ref_sq.add_(torch.where(later, clean_acts[layer].pow(2).sum(), 0.0))
+        affected.add_(torch.where(later, (diff.abs() > AFFECT_THRESHOLD).sum((1, 2)), 0))
+        idx = (layers == layer).nonzero(as_tuple=True)[0]
+        if len(idx):
+            current = tc[idx, poss[idx], feats[idx]]
+            decoder = model.transcoders._get_decoder_vectors(layer, feats[idx])
+            pending[layer] = (idx, (vals[idx] - current).unsqueeze(-1) * decoder)
+        return acts
+
+    def write(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
+        if layer not in pending:
+            return acts
+        idx, delta = pending.pop(layer)
+        acts = acts.clone()
+        acts[idx, poss[idx]] += delta
+        return acts
+
+    def freeze(pattern: torch.Tensor, hook: Any) -> torch.Tensor:
+        return frozen[hook.name].expand_as(pattern)
+
+    hooks = [(name, freeze) for name in frozen]
+    for layer in range(model.cfg.n_layers):
+        hooks.append((f"blocks.{layer}.{model.feature_input_hook}", _bind(read, layer)))
+        hooks.append((f"blocks.{layer}.{model.feature_output_hook}", _bind(write, layer)))
+    with model.hooks(fwd_hooks=hooks):
+        logits = model(tokens.unsqueeze(0).expand(b, -1))[:, -1]
+    return BatchResult(logits, diff_sq, ref_sq, affected)
 
 
 def _bind(fn: Any, layer: int) -> Any:

@@ -60,5 +60,7 @@ def measure(
     for name in ("kl", "logit_diff", "downstream"):
         values = getattr(out, name)
         if not np.isfinite(values).all():
-            raise FloatingPointError(f"measurement {name!r} is not finite ({values[~np.isfinite(values)][:3]})")
+            raise FloatingPointError(
+                f"measurement {name!r} is not finite ({values[~np.isfinite(values)][:3]})"
+            )
     return out

@@ -29,7 +29,9 @@ def build_task_table(
     prompts = load_task(task, model=loaded, split=split, n=n)
     reference = load_task(task, split="train") if task in TOY_TASKS else None
     backend = LiveBackend(loaded, prompts, settings, reference_prompts=reference)
-    meta = make_meta(info.name, info.weights_hash, str(task), split, settings, {k: list(v) for k, v in BIN_EDGES.items()})
+    meta = make_meta(
+        info.name, info.weights_hash, str(task), split, settings, {k: list(v) for k, v in BIN_EDGES.items()}
+    )
     bar = None
     if progress:
         from tqdm import tqdm
@@ -47,5 +49,7 @@ def build_task_table(
             bar.close()
 
 
-def build_table_file(model: Any, task: str, split: str, out: str | Path, settings: CaseSettings, **kw: Any) -> Path:
+def build_table_file(
+    model: Any, task: str, split: str, out: str | Path, settings: CaseSettings, **kw: Any
+) -> Path:
     return save_table(build_task_table(model, task, split, settings, **kw), out)

@@ -36,12 +36,14 @@ def resolve_tables(
     model: Any, task: str | Sequence[str] | None, split: str, tables: str | Path | Sequence[Any] | None
 ) -> CircuitTable:
     """Load (and merge) the tables for replay, validating them against the model's weights."""
-    weights, name = expected_hash(model)
     if isinstance(tables, CircuitTable):
         return tables
+    weights, name = expected_hash(model)
     if tables is None:
         if not isinstance(model, str):
-            raise ACDError("replay with a model object needs tables=PATH (shipped tables exist for toy models only)")
+            raise ACDError(
+                "replay with a model object needs tables=PATH (shipped tables exist for toy models only)"
+            )
         tasks = list(TOY_TASKS) if task is None else ([task] if isinstance(task, str) else list(task))
         paths = [shipped_table_path(model, t, split) for t in tasks]
         absent = [str(p) for p in paths if not p.is_file()]
@@ -52,5 +54,8 @@ def resolve_tables(
             )
     else:
         paths = [tables] if isinstance(tables, str | Path) else list(tables)
-    loaded = [t if isinstance(t, CircuitTable) else load_table(t, weights_hash=weights, model_name=name) for t in paths]
+    loaded = [
+        t if isinstance(t, CircuitTable) else load_table(t, weights_hash=weights, model_name=name)
+        for t in paths
+    ]
     return loaded[0] if len(loaded) == 1 else merge_tables(loaded)

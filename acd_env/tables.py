@@ -116,7 +116,9 @@ def save_table(table: CircuitTable, path: str | Path) -> Path:
     return path
 
 
-def load_table(path: str | Path, *, weights_hash: str | None = None, model_name: str | None = None) -> CircuitTable:
+def load_table(
+    path: str | Path, *, weights_hash: str | None = None, model_name: str | None = None
+) -> CircuitTable:
     """Load and validate a table; with `weights_hash`, refuse a table built for other weights."""
     path = Path(path)
     if not path.is_file():
@@ -127,7 +129,9 @@ def load_table(path: str | Path, *, weights_hash: str | None = None, model_name:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
         raise TableError(f"circuit table {str(path)!r} is corrupt or truncated ({e}); rebuild it") from None
     if "meta" not in raw:
-        raise TableError(f"{str(path)!r} is not a circuit table (no metadata); rebuild it with `acd tables build`")
+        raise TableError(
+            f"{str(path)!r} is not a circuit table (no metadata); rebuild it with `acd tables build`"
+        )
     try:
         meta = json.loads(str(raw["meta"]))
     except json.JSONDecodeError:
@@ -163,7 +167,9 @@ def _from_arrays(raw: dict[str, np.ndarray], meta: dict, path: Path) -> CircuitT
             )
     for name in ("kl", "logit_diff", "downstream"):
         if not np.isfinite(raw[f"m_{name}"]).all():
-            raise TableError(f"circuit table {str(path)!r} holds NaN or inf in measurement {name!r}; rebuild it")
+            raise TableError(
+                f"circuit table {str(path)!r} holds NaN or inf in measurement {name!r}; rebuild it"
+            )
     cases = []
     for i in range(p):
         prompt = Prompt(
@@ -180,7 +186,10 @@ def _from_arrays(raw: dict[str, np.ndarray], meta: dict, path: Path) -> CircuitT
                 prompt=prompt,
                 tokens=tokens[tokens >= 0],
                 patch_source=str(raw["patch_source"][i]),
-                **{name: (raw[name][i].item() if raw[name][i].ndim == 0 else raw[name][i]) for name in _CASE_ARRAYS},
+                **{
+                    name: (raw[name][i].item() if raw[name][i].ndim == 0 else raw[name][i])
+                    for name in _CASE_ARRAYS
+                },
             )
         )
     measurements = {n: raw[f"m_{n}"] for n in MEASUREMENT_NAMES}
@@ -192,11 +201,20 @@ def merge_tables(tables: Sequence[CircuitTable]) -> CircuitTable:
     if not tables:
         raise TableError("no tables to merge")
     first = tables[0]
-    keys = ("weights_hash", "n_candidates", "interventions", "steering_scale", "descriptor_names", "freeze_attention")
+    keys = (
+        "weights_hash",
+        "n_candidates",
+        "interventions",
+        "steering_scale",
+        "descriptor_names",
+        "freeze_attention",
+    )
     for t in tables[1:]:
         for key in keys:
             if t.meta[key] != first.meta[key]:
-                raise TableError(f"cannot combine tables with different {key}: {first.meta[key]!r} vs {t.meta[key]!r}")
+                raise TableError(
+                    f"cannot combine tables with different {key}: {first.meta[key]!r} vs {t.meta[key]!r}"
+                )
     meta = dict(first.meta, task="+".join(dict.fromkeys(t.meta["task"] for t in tables)))
     cases = [c for t in tables for c in t.cases]
     measurements = {n: np.concatenate([t.measurements[n] for t in tables]) for n in MEASUREMENT_NAMES}

@@ -58,8 +58,15 @@ class BaseAgent:
         return len(self.interventions)
 
     def type_index(self) -> int:
-        """Index of this agent's intervention type (falls back to the env's first type)."""
-        return self.interventions.index(self.intervention) if self.intervention in self.interventions else 0
+        """Index of this agent's intervention type in the env's types."""
+        if self.intervention not in self.interventions:
+            from acd_env.errors import ACDError
+
+            raise ACDError(
+                f"agent {self.name!r} uses intervention {self.intervention!r}, but the env offers "
+                f"{list(self.interventions)}; pass intervention=... with one of those"
+            )
+        return self.interventions.index(self.intervention)
 
     @staticmethod
     def valid_candidates(info: dict, n_types: int) -> np.ndarray:

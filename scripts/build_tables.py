@@ -21,7 +21,9 @@ from acd_env.table_store import expected_hash, shipped_table_path
 from acd_env.tables import load_table
 from acd_env.tasks import TOY_TASKS
 
-SHIPPED = CaseSettings(n_candidates=64, steering_scale=4.0, descriptors=("graph", "atp"), freeze_attention=False)
+SHIPPED = CaseSettings(
+    n_candidates=64, steering_scale=4.0, descriptors=("graph", "atp"), freeze_attention=False
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,7 +82,9 @@ def train_model(model, word_ids, hp, log):
         with model.hooks(fwd_hooks=hooks):
             logits = model(tokens)
         loss = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1), ignore_index=word_ids["<pad>"]
+            logits[:, :-1].reshape(-1, logits.size(-1)),
+            tokens[:, 1:].reshape(-1),
+            ignore_index=word_ids["<pad>"],
         )
         opt.zero_grad()
         loss.backward()
@@ -91,7 +93,9 @@ def train_model(model, word_ids, hp, log):
         sched.step()
         losses.append(loss.item())
         if step % 250 == 0 or step == hp["steps"] - 1:
-            log(f"model step {step:5d}  loss {sum(losses[-50:]) / len(losses[-50:]):.3f}  {time.time() - t0:.0f}s")
+            log(
+                f"model step {step:5d}  loss {sum(losses[-50:]) / len(losses[-50:]):.3f}  {time.time() - t0:.0f}s"
+            )
     model.eval()
     return sum(losses[-50:]) / len(losses[-50:])
 
@@ -99,7 +103,11 @@ def train_model(model, word_ids, hp, log):
 @torch.no_grad()
 def collect_mlp_io(model, word_ids, hp):
     rng = random.Random(hp["seed"] + 1)
-    names = {f"blocks.{layer}.{h}" for layer in range(hp["n_layers"]) for h in (FEATURE_INPUT_HOOK, FEATURE_OUTPUT_HOOK)}
+    names = {
+        f"blocks.{layer}.{h}"
+        for layer in range(hp["n_layers"])
+        for h in (FEATURE_INPUT_HOOK, FEATURE_OUTPUT_HOOK)
+    }
     xs = {layer: [] for layer in range(hp["n_layers"])}
     ys = {layer: [] for layer in range(hp["n_layers"])}
     for _ in range(hp["tc_corpus_batches"]):
@@ -121,7 +129,9 @@ def train_transcoders(model, word_ids, hp, log):
     transcoders, stats = {}, {}
     for layer in range(hp["n_layers"]):
         torch.manual_seed(hp["seed"] * 100 + layer)
-        tc = SingleLayerTranscoder(d_model, d_tc, F.relu, layer, device=torch.device("cpu"), dtype=torch.float32)
+        tc = SingleLayerTranscoder(
+            d_model, d_tc, F.relu, layer, device=torch.device("cpu"), dtype=torch.float32
+        )
         x, y = xs[layer], ys[layer]
         with torch.no_grad():
             tc.W_enc.copy_(torch.randn(d_tc, d_model) / d_model**0.5)
@@ -154,7 +164,10 @@ def train_transcoders(model, word_ids, hp, log):
         transcoders[layer] = tc
         log(f"transcoder layer {layer}: {stats[layer]}")
     tset = TranscoderSet(
-        transcoders, feature_input_hook=FEATURE_INPUT_HOOK, feature_output_hook=FEATURE_OUTPUT_HOOK, scan="acd"
+        transcoders,
+        feature_input_hook=FEATURE_INPUT_HOOK,
+        feature_output_hook=FEATURE_OUTPUT_HOOK,
+        scan="acd",
     )
     return tset, stats
 
@@ -165,9 +178,9 @@ def build(name: str, hp: dict, out: Path, log=print) -> dict:
 
     torch.manual_seed(hp["seed"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}-*"):  # left by a killed build
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed build
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         t0 = time.time()
         tokenizer = build_tokenizer(VOCAB, tmp / "tokenizer")

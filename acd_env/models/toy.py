@@ -106,7 +106,10 @@ def load_toy(name: str, device: str | None = None, root: Path | None = None) -> 
     dev = torch.device(device or "cpu")
     cfg.device = str(dev)
     transcoders = load_transcoder_set(
-        {layer: str(path / "transcoders" / f"layer_{layer}.safetensors") for layer in range(arch["n_layers"])},
+        {
+            layer: str(path / "transcoders" / f"layer_{layer}.safetensors")
+            for layer in range(arch["n_layers"])
+        },
         scan=f"acd-{name}",
         feature_input_hook=FEATURE_INPUT_HOOK,
         feature_output_hook=FEATURE_OUTPUT_HOOK,

@@ -11,26 +11,53 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-NAMES = (
-    "alice bob carol dave erin frank grace heidi ivan judy mallory niaj olivia peggy rupert sybil trent "
-    "victor walter yvonne"
-).split()
-PLACES = "park store school beach garden library market station museum office".split()
-OBJECTS = "ball book apple drink gift key letter map pen ring".split()
-ADJS = "big small red blue old new happy sad fast slow".split()
-NOUNS_SG = "cat dog bird fish horse mouse".split()
-NOUNS_PL = "cats dogs birds fishes horses mice".split()
-VERBS_SG = "runs sleeps eats jumps sings".split()
-VERBS_PL = "run sleep eat jump sing".split()
-NUMBERS = "one two three four five six seven eight nine ten eleven twelve".split()
-FUNCTION_WORDS = "when and went to the a gave , . then near up down".split()
+NAMES = [
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "niaj",
+    "olivia",
+    "peggy",
+    "rupert",
+    "sybil",
+    "trent",
+    "victor",
+    "walter",
+    "yvonne",
+]
+PLACES = ["park", "store", "school", "beach", "garden", "library", "market", "station", "museum", "office"]
+OBJECTS = ["ball", "book", "apple", "drink", "gift", "key", "letter", "map", "pen", "ring"]
+ADJS = ["big", "small", "red", "blue", "old", "new", "happy", "sad", "fast", "slow"]
+NOUNS_SG = ["cat", "dog", "bird", "fish", "horse", "mouse"]
+NOUNS_PL = ["cats", "dogs", "birds", "fishes", "horses", "mice"]
+VERBS_SG = ["runs", "sleeps", "eats", "jumps", "sings"]
+VERBS_PL = ["run", "sleep", "eat", "jump", "sing"]
+NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+FUNCTION_WORDS = ["when", "and", "went", "to", "the", "a", "gave", ",", ".", "then", "near", "up", "down"]
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 INDUCTION_POOL = OBJECTS + ADJS + PLACES
 
 VOCAB: tuple[str, ...] = SPECIAL_TOKENS + tuple(
     sorted(
         set(
-            NAMES + PLACES + OBJECTS + ADJS + NOUNS_SG + NOUNS_PL + VERBS_SG + VERBS_PL + NUMBERS + FUNCTION_WORDS
+            NAMES
+            + PLACES
+            + OBJECTS
+            + ADJS
+            + NOUNS_SG
+            + NOUNS_PL
+            + VERBS_SG
+            + VERBS_PL
+            + NUMBERS
+            + FUNCTION_WORDS
         )
     )
 )

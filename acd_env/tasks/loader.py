@@ -49,7 +49,9 @@ def _toy_suite(task: str, split: str, n: int) -> list[Prompt]:
 def _seed_suite(task: str, split: str) -> list[Prompt]:
     # Seed suites are tiny evaluation sets; both splits hold all of them (nothing is fitted on them).
     return [
-        Prompt(id=f"{task}/{i:03d}", task=task, clean=c, answer=a, counterfactual=cf, counterfactual_answer=cfa)
+        Prompt(
+            id=f"{task}/{i:03d}", task=task, clean=c, answer=a, counterfactual=cf, counterfactual_answer=cfa
+        )
         for i, (c, a, cf, cfa) in enumerate(SEED_SUITES[task])
     ]
 
@@ -82,7 +84,9 @@ def prompts_from(spec: str | Path | Iterable[Any]) -> list[Prompt]:
     if isinstance(spec, str | Path):
         path = Path(spec)
         if not path.is_file():
-            raise ACDError(f"prompts file {str(path)!r} does not exist (expected a JSONL file, one dict per line)")
+            raise ACDError(
+                f"prompts file {str(path)!r} does not exist (expected a JSONL file, one dict per line)"
+            )
         items = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():

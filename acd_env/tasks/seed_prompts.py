@@ -42,12 +42,24 @@ SEED_IOI = [
 ]
 
 SEED_MULTISTEP = [
-    ("Fact: the capital of the state containing Dallas is", " Austin",
-     "Fact: the capital of the state containing Chicago is", " Springfield"),
-    ("Fact: the currency of the country whose capital is Tokyo is the", " yen",
-     "Fact: the currency of the country whose capital is London is the", " pound"),
-    ("Fact: the language spoken in the country whose capital is Paris is", " French",
-     "Fact: the language spoken in the country whose capital is Berlin is", " German"),
+    (
+        "Fact: the capital of the state containing Dallas is",
+        " Austin",
+        "Fact: the capital of the state containing Chicago is",
+        " Springfield",
+    ),
+    (
+        "Fact: the currency of the country whose capital is Tokyo is the",
+        " yen",
+        "Fact: the currency of the country whose capital is London is the",
+        " pound",
+    ),
+    (
+        "Fact: the language spoken in the country whose capital is Paris is",
+        " French",
+        "Fact: the language spoken in the country whose capital is Berlin is",
+        " German",
+    ),
 ]
 
 SEED_SUITES = {"seed-ioi": SEED_IOI, "seed-multistep": SEED_MULTISTEP}

@@ -63,7 +63,9 @@ def validate_prompt(prompt: Prompt, tokenizer: Any, n_ctx: int) -> int:
     for field in ("answer", "counterfactual_answer"):
         word = getattr(prompt, field)
         if word is not None and len(tokenizer.encode(word, add_special_tokens=False)) != 1:
-            raise ACDError(f"prompt {prompt.id!r} {field} {word!r} is not a single token of the model's vocabulary")
+            raise ACDError(
+                f"prompt {prompt.id!r} {field} {word!r} is not a single token of the model's vocabulary"
+            )
     return len(token_ids(tokenizer, prompt.clean))
 
 
