@@ -29,6 +29,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml $(STAMP_DEPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PIP) install --quiet -e '.[dev,ray]'
 	@echo '$(strip $(TORCH_SPEC))' > $(STAMP)

@@ -6,6 +6,7 @@ full (K, n_types) table (`oracle`). They hold the same numbers for the same prom
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -36,6 +37,12 @@ class Step(NamedTuple):
     downstream: float
     n_affected: int
     top1_changed: bool
+
+
+CASE_CACHE_SIZE = 512
+# Attributed prompts shared by every live backend of the process (an attribution graph is the expensive
+# part of a prompt), per model object, keyed by the prompt and the settings; oldest out first.
+_CASE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class LiveBackend:
@@ -69,9 +76,17 @@ class LiveBackend:
     def _entry(self, i: int) -> tuple[PromptCase, CleanState]:
         if i not in self._cases:
             prompt = self.prompts[i]
-            means = self._fallback_means() if prompt.counterfactual is None else None
-            case, clean, _ = build_case(self.model, prompt, self.settings, fallback_means=means)
-            self._cases[i] = (case, clean)
+            reference = None if prompt.counterfactual else tuple(p.id for p in self._reference)
+            key = (prompt, self.settings, reference)
+            cache = _CASE_CACHE.setdefault(self.model, {})
+            cached = cache.get(key)
+            if cached is None:
+                means = self._fallback_means() if prompt.counterfactual is None else None
+                case, clean, _ = build_case(self.model, prompt, self.settings, fallback_means=means)
+                cached = cache[key] = (case, clean)
+                while len(cache) > CASE_CACHE_SIZE:
+                    cache.pop(next(iter(cache)))
+            self._cases[i] = cached
         return self._cases[i]
 
     def case(self, i: int) -> PromptCase:

@@ -69,8 +69,16 @@ class PromptCase:
         return np.arange(len(self.features)) < self.n_valid
 
     def feature_id(self, k: int) -> str:
-        layer, pos, feature = (int(x) for x in self.features[k])
-        return f"L{layer}_P{pos}_F{feature}"
+        return self.feature_ids[k]
+
+    @property
+    def feature_ids(self) -> list[str]:
+        """`L{layer}_P{pos}_F{idx}` of every candidate row ("" for padding), computed once."""
+        ids = self.__dict__.get("_feature_ids")
+        if ids is None:
+            ids = [f"L{a}_P{b}_F{c}" if a >= 0 else "" for a, b, c in self.features.tolist()]
+            self.__dict__["_feature_ids"] = ids
+        return ids
 
 
 @dataclass

@@ -6,6 +6,8 @@ Level 0 of every outcome dimension is reserved for "no intervention yet"; a meas
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 
 BIN_EDGES: dict[str, tuple[float, ...]] = {
@@ -19,6 +21,11 @@ NONE_YET = 0
 
 def n_levels(name: str) -> int:
     return len(BIN_EDGES[name]) + 2
+
+
+def level(name: str, value: float) -> int:
+    """Scalar `discretise` (the env's hot path)."""
+    return 1 + bisect_right(BIN_EDGES[name], value)
 
 
 def discretise(name: str, value: float | np.ndarray) -> np.ndarray:

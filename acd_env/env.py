@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,13 +13,14 @@ from gymnasium import spaces
 
 from acd_env.backends import Effects, LiveBackend, ReplayBackend
 from acd_env.case import CaseSettings, PromptCase
-from acd_env.discretise import BIN_EDGES, NONE_YET, OUTCOME_DIMS, discretise, n_levels
+from acd_env.discretise import BIN_EDGES, NONE_YET, OUTCOME_DIMS, level, n_levels
 from acd_env.errors import ACDError, check_positive_int, unknown
 from acd_env.interventions import INTERVENTION_TYPES
 from acd_env.tasks import TOY_TASKS, Prompt, load_task, prompts_from
 
 REWARDS = ("kl", "logit_diff")
 BACKENDS = ("live", "replay")
+OBS_BOUND = 1e4  # descriptors are clipped to ±OBS_BOUND (they are log-scaled or small; this is a safety net)
 DYNAMIC_COLUMNS = (
     "visited",
     "measured_type",
@@ -176,7 +178,7 @@ class CircuitDiscoveryEnv(gym.Env):
         self.observation_space = spaces.Dict(
             {
                 "outcome": spaces.MultiDiscrete([n_levels(d) for d in OUTCOME_DIMS]),
-                "candidates": spaces.Box(-np.inf, np.inf, (k, len(self.descriptor_names)), np.float32),
+                "candidates": spaces.Box(-OBS_BOUND, OBS_BOUND, (k, len(self.descriptor_names)), np.float32),
                 "budget": spaces.Box(0.0, 1.0, (1,), np.float32),
             }
         )
@@ -255,7 +257,7 @@ class CircuitDiscoveryEnv(gym.Env):
         self._mask = np.zeros(k * n_types, dtype=bool)
         self._mask[: case.n_valid * n_types] = True
         self._candidates = np.zeros((k, len(self.descriptor_names)), np.float32)
-        self._candidates[:, : self._n_static] = case.descriptors
+        self._candidates[:, : self._n_static] = np.clip(case.descriptors, -OBS_BOUND, OBS_BOUND)
         self._outcome = np.full(len(OUTCOME_DIMS), NONE_YET, dtype=np.int64)
         self._left = self.budget
         return self._obs(), {
@@ -297,12 +299,12 @@ class CircuitDiscoveryEnv(gym.Env):
             s = self._n_static
             row[s] = 1.0
             row[s + 1] = (t + 1) / self.n_types
-            row[s + 2] = np.log10(m.kl + 1e-6) + 6.0
+            row[s + 2] = math.log10(m.kl + 1e-6) + 6.0
             row[s + 3] = m.downstream
-            row[s + 4] = np.log1p(m.n_affected)
-            self._outcome[0] = discretise("kl", m.kl)
-            self._outcome[1] = discretise("downstream", m.downstream)
-            self._outcome[2] = discretise("n_affected", m.n_affected)
+            row[s + 4] = math.log1p(m.n_affected)
+            self._outcome[0] = level("kl", m.kl)
+            self._outcome[1] = level("downstream", m.downstream)
+            self._outcome[2] = level("n_affected", m.n_affected)
             kind = self.settings.interventions[t]
             info.update(
                 candidate=k,
@@ -315,7 +317,7 @@ class CircuitDiscoveryEnv(gym.Env):
                 top1_changed=m.top1_changed,
                 patch_source=case.patch_source if kind == "patching" else None,
             )
-        terminated = self._left <= 0 or not self._mask.any()
+        terminated = self._left <= 0 or not self._mask.any()  # any() over K*n_types bools: cheap
         if terminated:
             self._left = 0
         info["action_mask"] = self._mask.astype(np.int8)

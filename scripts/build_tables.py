@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="toy-4l")
     ap.add_argument("--tasks", default=",".join(TOY_TASKS))
     ap.add_argument("--splits", default="test,train")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-train", type=int, default=60, help="train prompts per task (test: the whole split)")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 except TableError as e:
                     print(f"rebuild {path}: {e}")
-            build_table_file(args.model, task, split, path, SHIPPED, progress=True)
+            n = args.n_train if split == "train" else None
+            build_table_file(args.model, task, split, path, SHIPPED, n=n, progress=True)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -29,9 +29,14 @@ class GraphView(NamedTuple):
 
 def attribute_graph(model: Any, tokens: torch.Tensor) -> Any:
     """circuit-tracer's `attribute` with the benchmark's settings (top logits up to 95 % of the mass, ≤ 5)."""
+    import warnings
+
     from circuit_tracer import attribute
 
-    return attribute(tokens, model, **ATTRIBUTION_KWARGS)
+    with warnings.catch_warnings():
+        # torch warns that circuit-tracer's full backward hook fires on outputs only; that is by design
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        return attribute(tokens, model, **ATTRIBUTION_KWARGS)
 
 
 def view(graph: Any) -> GraphView:

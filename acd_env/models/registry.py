@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,15 @@ class ModelInfo:
 
 _INFO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _CACHE: dict[tuple[str, str], Any] = {}
+
+
+@atexit.register
+def _release_models() -> None:
+    # TransformerLensReplacementModel.__del__ fails noisily if it runs during interpreter shutdown
+    import gc
+
+    _CACHE.clear()
+    gc.collect()
 
 
 def available_models() -> list[str]:

@@ -13,7 +13,7 @@ from acd_env.tasks.grammar import SPLITS, TOY_TASKS, generate
 from acd_env.tasks.prompt import Prompt
 from acd_env.tasks.seed_prompts import SEED_SUITES
 
-DEFAULT_SIZES = {"train": 150, "test": 40}
+DEFAULT_SIZES = {"train": 60, "test": 40}
 _SPLIT_SEEDS = {"train": 1_000, "test": 2_000}
 
 
@@ -120,7 +120,7 @@ def load_task(
         model: a model name or `ReplacementModel`; when given, every prompt is checked against its tokenizer
             (known tokens, non-empty, fits the context, counterfactual of the same length).
         split: "train" or "test" (disjoint key words; see `acd_env.tasks.grammar`).
-        n: number of prompts (default: 150 train, 40 test; counting has fewer distinct prompts).
+        n: number of prompts (default: 60 train, 40 test; counting has fewer distinct prompts).
     """
     if split not in SPLITS:
         raise unknown("split", split, SPLITS)
