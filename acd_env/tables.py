@@ -109,6 +109,7 @@ def save_table(table: CircuitTable, path: str | Path) -> Path:
             np.savez_compressed(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; a table is ordinary data
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -514,7 +514,9 @@ def test_ranker_beats_greedy_on_toy_4l_tables():
     """Fitted on the train tables of every task, the ranker beats influence-greedy on the test tables."""
     train = _shipped_tables_or_skip("train")
     test = _shipped_tables_or_skip("test")
-    env = CircuitDiscoveryEnv(model="toy-4l", backend="replay", tables=test, budget=B)
+    env = CircuitDiscoveryEnv(
+        model="toy-4l", backend="replay", tables=test, budget=B, descriptors=("graph", "atp")
+    )
     ranker = make_agent("ranker", seed=0).fit(train)
     n = len(test)
     score = {

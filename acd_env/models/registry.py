@@ -31,11 +31,31 @@ _CACHE: dict[tuple[str, str], Any] = {}
 
 @atexit.register
 def _release_models() -> None:
-    # TransformerLensReplacementModel.__del__ fails noisily if it runs during interpreter shutdown
     import gc
 
     _CACHE.clear()
     gc.collect()
+
+
+def quiet_shutdown() -> None:
+    """circuit-tracer's `TransformerLensReplacementModel.__del__` resets hooks; during interpreter shutdown
+    torch is half torn down and it prints an ignored TypeError. Skip it only while the interpreter finalises."""
+    import sys
+
+    from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+        TransformerLensReplacementModel as cls,
+    )
+
+    original = cls.__dict__.get("__del__")
+    if original is None or getattr(original, "_acd_quiet", False):
+        return
+
+    def __del__(self) -> None:
+        if not sys.is_finalizing():
+            original(self)
+
+    __del__._acd_quiet = True  # type: ignore[attr-defined]
+    cls.__del__ = __del__
 
 
 def available_models() -> list[str]:
@@ -76,6 +96,7 @@ def load_model(name: str | Any = DEFAULT_MODEL, device: str | None = None, *, ca
     key = (name, device or "cpu")
     if cache and key in _CACHE:
         return _CACHE[key]
+    quiet_shutdown()
     if is_toy_model(name):
         model = toy.load_toy(name, device)
         path = toy.toy_dir(name)

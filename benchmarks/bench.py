@@ -1,0 +1,575 @@
+"""`acd bench`: the default leaderboard, end to end (DESIGN §8).
+
+    acd bench                                   # toy-4l, all toy tasks, test split (5 prompts per task),
+                                                # 5 seeds, K=64, B=20, every available agent, protocols
+                                                # zero-shot and train-test; ~50 s of CPU on 2 cores
+    acd bench --protocol stream,held-out-task   # other protocols (repeatable or comma-separated)
+    acd bench --prompts-per-task 0 --seeds 10 --protocol zero-shot,stream,train-test,held-out-task,held-out-model
+                                                # the full grid: every test prompt (0 = all); held-out-model
+                                                # needs a second zoo model with tables (else leave it out)
+    acd bench --backend live --prompts my.jsonl # your own prompts, run live through circuit-tracer
+    acd bench --out runs/x                      # re-running into runs/x resumes: finished episodes are skipped
+
+Flow: check the arguments → build the test env(s) (replay on the model's circuit tables by default) → plan
+the (agent, protocol, fold, seed) sequences → run them into results.jsonl (benchmarks.runner) → leaderboard
+.md/.csv/.json (benchmarks.leaderboard) → TensorBoard runs (benchmarks.tb) → report.html (benchmarks.report)
+→ print the leaderboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from acd_env.errors import ACDError, unknown
+from benchmarks.aggregate import DEFAULT_REPS
+from benchmarks.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, get_protocol, plan_folds
+
+DEFAULT_SEEDS = 5
+DEFAULT_PROMPTS_PER_TASK = 5  # keeps the default run within ~120 s on 2 CPU cores; 0 = every test prompt
+SPLIT = "test"
+# What must match to resume into an existing run directory (seeds, agents and protocols may be added).
+RESUME_KEYS = (
+    "model",
+    "tasks",
+    "prompts_file",
+    "backend",
+    "tables",
+    "k",
+    "budget",
+    "prompts_per_task",
+    "split",
+    "fit_per_seed",
+)
+
+
+@dataclass
+class BenchConfig:
+    model: str = "toy-4l"
+    tasks: list[str] | None = None  # None: every task with test tables (replay) / every toy task (live)
+    prompts_file: str | None = None
+    agents: list[str] | None = None  # None: every registered agent that is installed
+    protocols: list[str] = field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
+    seeds: list[int] = field(default_factory=lambda: list(range(DEFAULT_SEEDS)))
+    budget: int = 20
+    k: int = 64
+    backend: str = "replay"
+    tables: str | None = None  # a directory of {task}-{split}.npz (default: the model's shipped tables)
+    fit_model: str | None = (
+        None  # held-out-model: the model to fit on (default: another zoo model with tables)
+    )
+    prompts_per_task: int = DEFAULT_PROMPTS_PER_TASK
+    out: str | None = None
+    reps: int = DEFAULT_REPS
+    split: str = SPLIT
+    device: str | None = None
+    fit_per_seed: bool = (
+        False  # fit every seed's agent itself (default: one fit per agent/protocol/fold, copied)
+    )
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def default_agents() -> list[str]:
+    from agents import available_agents
+
+    return available_agents()
+
+
+def agent_problem(name: str) -> str | None:
+    """None when the agent can be built, else why not (its module is missing, an import fails, ...)."""
+    from agents import agent_class
+
+    try:
+        agent_class(name)
+    except ACDError as e:
+        return str(e)
+    except Exception as e:  # an agent module that fails to import: report it, run the others
+        return f"cannot import agent {name!r}: {type(e).__name__}: {e}"
+    return None
+
+
+def check_config(cfg: BenchConfig) -> None:
+    """Bad input → ACDError naming the bad value and the valid ones."""
+    from acd_env.env import BACKENDS
+    from acd_env.tasks import available_tasks
+    from acd_env.tasks.grammar import SPLITS
+    from benchmarks.modelarg import check_model_name
+
+    if cfg.backend not in BACKENDS:
+        raise unknown("backend", cfg.backend, BACKENDS)
+    if cfg.split not in SPLITS:
+        raise unknown("split", cfg.split, SPLITS)
+    if cfg.tables is None or cfg.backend == "live":
+        check_model_name(cfg.model)
+    for p in cfg.protocols:
+        get_protocol(p)
+    if not cfg.protocols:
+        raise ACDError(f"no protocol given; valid protocols: {', '.join(PROTOCOLS)}")
+    for name, value in (("budget", cfg.budget), ("k", cfg.k), ("reps", cfg.reps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ACDError(f"--{name} must be a positive integer, got {value!r}")
+    if cfg.prompts_per_task < 0:
+        raise ACDError(f"--prompts-per-task must be ≥ 0 (0 = every test prompt), got {cfg.prompts_per_task}")
+    if not cfg.seeds or any(s < 0 for s in cfg.seeds):
+        raise ACDError(f"--seeds must give at least one non-negative seed, got {cfg.seeds}")
+    if cfg.prompts_file is not None:
+        if cfg.backend != "live":
+            raise ACDError(
+                "custom prompts (--prompts FILE) need --backend live: replay only knows its tables' prompts"
+            )
+        if not Path(cfg.prompts_file).is_file():
+            raise ACDError(
+                f"prompts file {cfg.prompts_file!r} does not exist (expected JSONL, one prompt per line)"
+            )
+    if cfg.tasks is not None:
+        if not cfg.tasks:
+            raise ACDError(f"no task given; valid tasks: {', '.join(available_tasks())}")
+        for t in cfg.tasks:
+            if t not in available_tasks() and not (
+                cfg.tables and (Path(cfg.tables) / f"{t}-{cfg.split}.npz").is_file()
+            ):
+                raise unknown("task", t, available_tasks())
+    if cfg.tables is not None and not Path(cfg.tables).is_dir():
+        raise ACDError(
+            f"--tables {cfg.tables!r} is not a directory (expected one holding TASK-SPLIT.npz tables)"
+        )
+    if cfg.agents is not None:
+        if not cfg.agents:
+            raise ACDError(f"no agent given; valid agents: {', '.join(default_agents())}")
+        for name in cfg.agents:
+            problem = agent_problem(name)
+            if problem:
+                raise ACDError(problem)
+    if cfg.fit_model is not None:
+        check_model_name(cfg.fit_model)
+
+
+# ---------------------------------------------------------------------------------------------- tables and envs
+def table_path(cfg: BenchConfig, model: str, task: str, split: str) -> Path:
+    from acd_env.table_store import shipped_table_path
+
+    if cfg.tables is not None and model == cfg.model:
+        return Path(cfg.tables) / f"{task}-{split}.npz"
+    return shipped_table_path(model, task, split)
+
+
+def has_table(cfg: BenchConfig, model: str, task: str, split: str) -> bool:
+    try:
+        return table_path(cfg, model, task, split).is_file()
+    except Exception:
+        return False
+
+
+def resolve_tasks(cfg: BenchConfig) -> list[str]:
+    from acd_env.tasks import TOY_TASKS
+
+    if cfg.tasks is not None:
+        return list(cfg.tasks)
+    if cfg.prompts_file is not None:
+        return []
+    if cfg.backend == "replay":
+        if cfg.tables is not None:
+            found = sorted(
+                p.name[: -len(f"-{cfg.split}.npz")] for p in Path(cfg.tables).glob(f"*-{cfg.split}.npz")
+            )
+            if not found:
+                raise ACDError(f"--tables {cfg.tables!r} holds no *-{cfg.split}.npz circuit table")
+            order = {t: i for i, t in enumerate(TOY_TASKS)}
+            return sorted(found, key=lambda t: (order.get(t, len(order)), t))
+        return list(TOY_TASKS)
+    return list(TOY_TASKS)
+
+
+class TableCache:
+    """Train tables, loaded once and validated against their model."""
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self._tables: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, model: str, task: str) -> Any:
+        key = (model, task)
+        if key not in self._tables:
+            from acd_env.table_store import resolve_tables
+
+            self._tables[key] = resolve_tables(
+                model, task, "train", table_path(self.cfg, model, task, "train")
+            )
+        return self._tables[key]
+
+
+def make_env_factory(cfg: BenchConfig, tasks: list[str]):
+    from acd_env.env import CircuitDiscoveryEnv
+
+    def make(descriptors: tuple[str, ...]) -> Any:
+        common = dict(n_candidates=cfg.k, budget=cfg.budget, descriptors=descriptors, split=cfg.split)
+        if cfg.backend == "replay":
+            paths = [table_path(cfg, cfg.model, t, cfg.split) for t in tasks]
+            return CircuitDiscoveryEnv(model=cfg.model, task=tasks, backend="replay", tables=paths, **common)
+        from benchmarks.modelarg import load_model_arg
+
+        model = load_model_arg(cfg.model, cfg.device)
+        if cfg.prompts_file is not None:
+            return CircuitDiscoveryEnv(
+                model=model, prompts=cfg.prompts_file, backend="live", device=cfg.device, **common
+            )
+        return CircuitDiscoveryEnv(model=model, task=tasks, backend="live", device=cfg.device, **common)
+
+    return make
+
+
+def tables_have_atp(cfg: BenchConfig, tasks: list[str]) -> bool:
+    if cfg.backend == "live":
+        return True
+    import numpy as np
+
+    for t in tasks:
+        path = table_path(cfg, cfg.model, t, cfg.split)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = json.loads(str(data["meta"]))["descriptor_names"]
+        except Exception:
+            return False
+        if not any(n.startswith("atp_") for n in names):
+            return False
+    return True
+
+
+def agent_spec(name: str) -> Any:
+    from agents import agent_class, make_agent
+    from agents.greedy import AtPAgent
+    from benchmarks.runner import AgentSpec
+
+    cls = agent_class(name)
+    takes_seed = True
+    try:
+        params = inspect.signature(cls).parameters
+        takes_seed = "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):
+        pass
+
+    def build(seed: int) -> Any:
+        return make_agent(name, seed=seed) if takes_seed else make_agent(name)
+
+    is_class = inspect.isclass(cls)
+    needs_atp = is_class and issubclass(cls, AtPAgent)
+    return AgentSpec(name=name, build=build, cls=cls if is_class else None, needs_atp=needs_atp)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def prepare_out(cfg: BenchConfig) -> Path:
+    out = Path(cfg.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    current = {k: v for k, v in asdict(cfg).items() if k in RESUME_KEYS}
+    if config_path.is_file() and (out / "results.jsonl").exists():
+        previous = json.loads(config_path.read_text())
+        diff = [k for k in RESUME_KEYS if previous.get(k) != current.get(k)]
+        if diff:
+            pairs = "; ".join(f"{k}: {previous.get(k)!r} there, {current.get(k)!r} now" for k in diff)
+            raise ACDError(
+                f"output directory {str(out)!r} holds a run with other settings ({pairs}); resume with the same "
+                "settings or choose another --out"
+            )
+    config_path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
+    """Run the benchmark; returns {"out", "leaderboard", "board", "counts", "seconds"}."""
+    from benchmarks.leaderboard import build_leaderboard, write_leaderboard
+    from benchmarks.report import write_report
+    from benchmarks.runner import EnvSet, EpisodeSequence, ResultsLog, Runner, read_results
+    from benchmarks.tb import write_tensorboard
+
+    start = time.perf_counter()
+    check_config(cfg)
+    explicit_agents = cfg.agents is not None
+    agent_names = list(cfg.agents) if explicit_agents else default_agents()
+    tasks = resolve_tasks(cfg)
+    if cfg.backend == "replay":
+        missing = [
+            str(table_path(cfg, cfg.model, t, cfg.split))
+            for t in tasks
+            if not has_table(cfg, cfg.model, t, cfg.split)
+        ]
+        if missing:
+            raise ACDError(
+                f"no {cfg.split} circuit table for model {cfg.model!r} at {missing[0]}; build it with `acd tables build "
+                f"--model {cfg.model} --task TASK --split {cfg.split}` or use --backend live"
+            )
+    envs = EnvSet(make=make_env_factory(cfg, tasks), has_atp=tables_have_atp(cfg, tasks))
+    env = envs.get(("graph",))
+    prompts = env.unwrapped.prompts
+    if not tasks:  # custom prompts: their own task labels
+        tasks = list(dict.fromkeys(p.task for p in prompts))
+    by_task: dict[str, list[int]] = {t: [] for t in tasks}
+    for i, p in enumerate(prompts):
+        if p.task in by_task and (cfg.prompts_per_task == 0 or len(by_task[p.task]) < cfg.prompts_per_task):
+            by_task[p.task].append(i)
+    interventions = list(env.unwrapped.settings.interventions)
+
+    # agents: explicit ones must work (checked above); the default list reports what is not installed
+    unavailable: dict[str, str] = {}
+    specs = []
+    for name in agent_names:
+        problem = None if explicit_agents else agent_problem(name)
+        if problem:
+            unavailable[name] = f"not available ({problem})"
+            continue
+        specs.append(agent_spec(name))
+
+    from acd_env.models.toy import toy_names
+
+    tables = TableCache(cfg)
+    fit_tasks = [t for t in dict.fromkeys([*tasks, *_toy_tasks()]) if has_table(cfg, cfg.model, t, "train")]
+    train_tasks = (
+        fit_tasks if cfg.prompts_file is not None else tasks
+    )  # custom prompts: every task with tables
+    if cfg.fit_model is not None:
+        fit_models = [cfg.fit_model]
+    else:
+        fit_models = [
+            m
+            for m in toy_names()
+            if m != cfg.model and all(has_table(cfg, m, t, "train") for t in train_tasks)
+        ]
+    sequences = []
+    plans = {}
+    for pname in cfg.protocols:
+        protocol = get_protocol(pname)
+        folds = plan_folds(
+            protocol,
+            test_tasks=tasks,
+            test_by_task=by_task,
+            train_tables=tables,
+            model=cfg.model,
+            fit_tasks=fit_tasks,
+            fit_models=fit_models,
+            train_tasks=train_tasks,
+        )
+        plans[pname] = folds
+        for spec in specs:
+            for seed in cfg.seeds:
+                for fold in folds:
+                    sequences.append(EpisodeSequence(spec, protocol, fold, seed, fold.order(protocol, seed)))
+
+    out = prepare_out(cfg)
+    log = ResultsLog(out / "results.jsonl")
+    if log.truncated_bytes:
+        echo(f"results.jsonl: dropped a torn tail of {log.truncated_bytes} bytes (an interrupted episode)")
+    runner = Runner(log, envs, cfg.budget, progress=cfg.progress, share_fit=not cfg.fit_per_seed)
+    phases = {"setup": time.perf_counter() - start}
+    mark = time.perf_counter()
+    counts = runner.run(sequences)
+    phases["episodes"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+
+    # only this invocation's episodes (a directory may hold more seeds/agents from other invocations)
+    wanted = {(s.agent.name, s.protocol.name, prompts[i].id, s.seed) for s in sequences for i in s.order}
+    rows = [r for r in read_results(out / "results.jsonl") if _wanted(r, wanted, cfg)]
+    na = {(name, p): reason for name, reason in unavailable.items() for p in cfg.protocols}
+    config = {
+        "model": cfg.model,
+        "tasks": tasks,
+        "split": cfg.split,
+        "k": cfg.k,
+        "budget": cfg.budget,
+        "seeds": list(cfg.seeds),
+        "backend": cfg.backend,
+        "protocols": list(cfg.protocols),
+        "agents": agent_names,
+        "prompts_per_task": cfg.prompts_per_task,
+        "reps": cfg.reps,
+        "prompts": {t: len(v) for t, v in by_task.items()},
+        "fit": {p: [f.fit_source for f in folds if f.fits] for p, folds in plans.items()},
+    }
+    board = build_leaderboard(
+        rows,
+        protocols=cfg.protocols,
+        agents=agent_names,
+        interventions=interventions,
+        budget=cfg.budget,
+        reps=cfg.reps,
+        seed=0,
+        not_applicable=na,
+    )
+    paths = write_leaderboard(out, board, interventions, config)
+    phases["leaderboard"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    keep = [p for p in cfg.protocols if PROTOCOLS[p].keep_memory]
+    write_tensorboard(rows, out / "tb", keep_memory=keep)
+    phases["tensorboard"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    report = write_report(
+        out,
+        rows,
+        board,
+        protocols=cfg.protocols,
+        agents=agent_names,
+        interventions=interventions,
+        config=config,
+    )
+    phases["report"] = time.perf_counter() - mark
+    seconds = time.perf_counter() - start
+    echo(paths["md"].read_text())
+    echo(
+        f"{counts['ran']} episodes run, {counts['skipped']} already done"
+        + (f", {counts['replayed']} replayed to restore memory" if counts["replayed"] else "")
+        + f"; {seconds:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in phases.items())}). Outputs in {out}/: results.jsonl, leaderboard.md/.csv/.json, tb/ "
+        f"(tensorboard --logdir {out / 'tb'}), report.html" + (", curves.png" if report["png"] else "")
+    )
+    return {
+        "out": out,
+        "leaderboard": paths,
+        "board": board,
+        "counts": counts,
+        "seconds": seconds,
+        "phases": phases,
+    }
+
+
+def _toy_tasks() -> list[str]:
+    from acd_env.tasks import TOY_TASKS
+
+    return list(TOY_TASKS)
+
+
+def _wanted(row: dict, wanted: set, cfg: BenchConfig) -> bool:
+    kind = row.get("kind")
+    if kind in ("step", "episode"):
+        return (row["agent"], row["protocol"], row["prompt_id"], int(row["seed"])) in wanted
+    if kind == "fit":
+        return int(row["seed"]) in cfg.seeds and row["protocol"] in cfg.protocols
+    if kind == "na":
+        return row["protocol"] in cfg.protocols
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _seeds(text: str) -> list[int]:
+    """`5` → seeds 0..4; `0,3,7` → those seeds."""
+    if "," in text:
+        return _int_list(text)
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seeds or a comma list of seeds, got {text!r}"
+        ) from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"the number of seeds must be positive, got {n}")
+    return list(range(n))
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="run the benchmark: leaderboard with CIs, TensorBoard runs, HTML report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="toy-4l", help="model name or toy model directory (default: toy-4l)")
+    p.add_argument(
+        "--tasks", action="append", help="task(s), comma-separated or repeated (default: every toy task)"
+    )
+    p.add_argument("--prompts", dest="prompts_file", help="custom prompts (JSONL); needs --backend live")
+    p.add_argument(
+        "--agents",
+        action="append",
+        help="agent(s), comma-separated or repeated, or package.module:Class "
+        "(default: every registered agent that is installed)",
+    )
+    p.add_argument(
+        "--protocol",
+        dest="protocols",
+        action="append",
+        help=f"protocol(s), comma-separated or repeated: {', '.join(PROTOCOLS)} "
+        f"(default: {','.join(DEFAULT_PROTOCOLS)})",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=list(range(DEFAULT_SEEDS)),
+        help=f"number of seeds (N → 0..N-1) or a comma list (default: {DEFAULT_SEEDS})",
+    )
+    p.add_argument("--budget", type=int, default=20, help="interventions per episode, B (default: 20)")
+    p.add_argument("--k", type=int, default=64, help="candidates per prompt, K (default: 64)")
+    p.add_argument(
+        "--backend", default="replay", help="replay (circuit tables, default) or live (circuit-tracer)"
+    )
+    p.add_argument(
+        "--tables", help="directory of TASK-SPLIT.npz circuit tables (default: the model's shipped ones)"
+    )
+    p.add_argument("--fit-model", help="held-out-model: model whose train tables the agents fit on")
+    p.add_argument(
+        "--prompts-per-task",
+        type=int,
+        default=DEFAULT_PROMPTS_PER_TASK,
+        help=f"test prompts per task, 0 = all (default: {DEFAULT_PROMPTS_PER_TASK})",
+    )
+    p.add_argument(
+        "--reps", type=int, default=DEFAULT_REPS, help=f"bootstrap replications (default: {DEFAULT_REPS})"
+    )
+    p.add_argument("--device", help="torch device for --backend live")
+    p.add_argument("--out", help="output directory (default: runs/<timestamp>); an existing one is resumed")
+    p.add_argument(
+        "--fit-per-seed",
+        action="store_true",
+        help="fit every seed's agent itself (default: one fit per agent, protocol and fold, copied to every seed)",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = BenchConfig(
+        model=args.model,
+        tasks=_names(args.tasks),
+        prompts_file=args.prompts_file,
+        agents=_names(args.agents),
+        protocols=_names(args.protocols) or list(DEFAULT_PROTOCOLS),
+        seeds=args.seeds,
+        budget=args.budget,
+        k=args.k,
+        backend=args.backend,
+        tables=args.tables,
+        fit_model=args.fit_model,
+        prompts_per_task=args.prompts_per_task,
+        out=args.out,
+        reps=args.reps,
+        device=args.device,
+        fit_per_seed=args.fit_per_seed,
+        progress=args.progress,
+    )
+    cfg.out = cfg.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        run_bench(cfg, echo=lambda s: print(s, flush=True))
+    except KeyboardInterrupt:
+        print(
+            f"acd bench: interrupted; finished episodes are saved: re-run with --out {cfg.out} to resume",
+            file=sys.stderr,
+        )
+        return 130
+    sys.stdout.flush()
+    return 0

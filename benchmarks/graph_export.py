@@ -1,0 +1,225 @@
+"""`acd graph`: a prompt's attribution graph as circuit-tracer viewer files, annotated with measured effects.
+
+    acd graph --prompt "when mary and john went to the store john gave a drink to" --agent greedy --out graphs/
+
+Flow: attribute the prompt (acd_env.attribution.graph.attribute_graph) → run one episode of the agent on it with
+the live backend, and the batched sweep of every candidate × intervention (`oracle_effects`) → write the graph
+with `circuit_tracer.utils.create_graph_files` → annotate it:
+
+- every candidate feature node in `<slug>.json` gets its measured effects: `clerp` (the label the viewer shows)
+  reads e.g. `ablation KL 0.231 · greedy step 3`, and an extra `acd` object holds every measurement (kl,
+  logit_diff, downstream, n_affected, top1_changed per intervention type) and the agent's step, if it chose it;
+- `<slug>.effects.json` lists all candidates (also those pruned from the viewer graph) with the same data, the
+  agent's steps and its episode metrics.
+
+Open it in circuit-tracer's local viewer: `circuit-tracer start-server --graph_file_dir OUT` and then
+http://localhost:8032/index.html?slug=SLUG (the command prints both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from acd_env.errors import ACDError
+
+VIEWER_PORT = 8032
+
+
+def default_slug(text: str) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40].strip("-")
+    return f"acd-{words or 'prompt'}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+
+
+def _fit_if_needed(agent: Any, model_spec: str, descriptor_names: list[str]) -> str | None:
+    """Fit an agent that learns offline on the model's shipped train tables (as `train-test` would)."""
+    if not callable(getattr(agent, "fit", None)):
+        return None
+    from acd_env.models import is_toy_model
+    from acd_env.table_store import resolve_tables, shipped_table_path
+    from acd_env.tasks import TOY_TASKS
+    from benchmarks.protocols import restrict_table
+
+    tasks = [
+        t
+        for t in TOY_TASKS
+        if is_toy_model(model_spec) and shipped_table_path(model_spec, t, "train").is_file()
+    ]
+    if not tasks:
+        if getattr(agent, "learns_offline", False):
+            raise ACDError(
+                f"agent {agent.name if hasattr(agent, 'name') else agent!r} needs fit(tables), and model {model_spec!r} "
+                "has no shipped train tables; choose another agent or build tables with `acd tables build`"
+            )
+        return None
+    tables = [restrict_table(resolve_tables(model_spec, t, "train", None), descriptor_names) for t in tasks]
+    agent.fit(tables)
+    return f"{model_spec} train: {', '.join(tasks)}"
+
+
+def export_graph(
+    model_spec: str,
+    text: str,
+    *,
+    agent_name: str = "greedy",
+    out: str | Path = "graphs",
+    slug: str | None = None,
+    budget: int = 20,
+    k: int = 64,
+    seed: int = 0,
+    device: str | None = None,
+) -> dict:
+    """Write `<slug>.json` (+ graph-metadata.json) and `<slug>.effects.json` into `out`; returns their paths."""
+    import numpy as np
+    from circuit_tracer.utils.create_graph_files import create_graph_files
+
+    from acd_env.attribution.graph import attribute_graph
+    from acd_env.case import tokenize
+    from acd_env.env import CircuitDiscoveryEnv
+    from acd_env.tasks.prompt import Prompt
+    from agents import make_agent
+    from benchmarks.modelarg import load_model_arg
+    from benchmarks.runner import _clean, run_episode
+
+    if not isinstance(text, str) or not text.strip():
+        raise ACDError("--prompt must be a non-empty text")
+    agent = make_agent(agent_name, seed=seed)  # fails fast on an unknown agent, before loading the model
+    model = load_model_arg(model_spec, device)
+    tokens = tokenize(model, Prompt(id="graph/000", task="custom", clean=text, answer=None))
+    graph = attribute_graph(model, tokens)
+    env = CircuitDiscoveryEnv(
+        model=model, prompts=[text], backend="live", n_candidates=k, budget=budget, device=device
+    )
+    settings = env.unwrapped.settings
+    fitted_on = _fit_if_needed(agent, model_spec, list(settings.descriptor_names))
+    if getattr(agent, "privileged", False):
+        agent.attach_oracle(env.unwrapped.oracle_effects)
+    rows = run_episode(env, agent, 0, seed, {"agent": agent_name, "protocol": "graph", "fold": "-"}, budget)
+    case = env.unwrapped.case
+    effects = env.unwrapped.oracle_effects()
+    types = list(settings.interventions)
+    picked = {int(r["candidate"]): r for r in rows if r.get("kind") == "step" and not r["invalid"]}
+    primary = types.index("ablation") if "ablation" in types else 0
+
+    candidates = {}
+    for c in range(case.n_valid):
+        layer, pos, feat = (int(x) for x in case.features[c])
+        measured = {
+            kind: {
+                name: _clean(np.asarray(getattr(effects, name))[c, t])
+                for name in ("kl", "logit_diff", "downstream", "n_affected", "top1_changed")
+            }
+            for t, kind in enumerate(types)
+        }
+        step = picked.get(c)
+        candidates[f"{layer}_{feat}_{pos}"] = {
+            "candidate": c,
+            "feature": case.feature_id(c),
+            "layer": layer,
+            "pos": pos,
+            "feature_index": feat,
+            "influence_rank": c + 1,
+            "measured": measured,
+            "agent_step": step["step"] if step else None,
+            "agent_intervention": step["intervention"] if step else None,
+        }
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = slug or default_slug(text)
+    scan = graph.scan if getattr(graph, "scan", None) is not None else f"acd-{Path(model_spec).name}"
+    create_graph_files(graph, slug, str(out), scan=scan)
+    graph_path = out / f"{slug}.json"
+    doc = json.loads(graph_path.read_text())
+    annotated = 0
+    for node in doc["nodes"]:
+        info = candidates.get(node.get("node_id", ""))
+        if node.get("feature_type") != "cross layer transcoder" or info is None:
+            continue
+        kl = info["measured"][types[primary]]["kl"]
+        label = f"{types[primary]} KL {kl:.3g}"
+        if info["agent_step"] is not None:
+            label += f" · {agent_name} step {info['agent_step']}"
+        node["clerp"] = label
+        node["acd"] = info
+        annotated += 1
+    episode = rows[-1]
+    doc["metadata"]["acd"] = {
+        "agent": agent_name,
+        "budget": budget,
+        "n_candidates": case.n_valid,
+        "annotated_nodes": annotated,
+        "metrics": {k: v for k, v in episode["metrics"].items() if k != "curve"},
+        "fitted_on": fitted_on,
+    }
+    graph_path.write_text(json.dumps(doc, indent=2))
+    effects_path = out / f"{slug}.effects.json"
+    sidecar = {
+        "prompt": text,
+        "model": model_spec,
+        "agent": agent_name,
+        "interventions": types,
+        "steps": [
+            {k: r.get(k) for k in ("step", "candidate", "feature", "intervention", "reward", "kl")}
+            for r in rows
+            if r.get("kind") == "step"
+        ],
+        "metrics": episode["metrics"],
+        "candidates": list(candidates.values()),
+    }
+    effects_path.write_text(json.dumps(_clean(sidecar), indent=1))
+    return {"graph": graph_path, "effects": effects_path, "slug": slug, "annotated": annotated, "out": out}
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "graph",
+        help="export a prompt's graph with measured effects for circuit-tracer's viewer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="toy-4l", help="model name or toy model directory (default: toy-4l)")
+    p.add_argument("--prompt", required=True, help="the prompt text")
+    p.add_argument("--agent", default="greedy", help="agent whose choices are marked (default: greedy)")
+    p.add_argument("--out", default="graphs", help="output directory (default: graphs/)")
+    p.add_argument("--slug", help="graph name in the viewer (default: from the prompt)")
+    p.add_argument("--budget", type=int, default=20, help="agent steps (default: 20)")
+    p.add_argument("--k", type=int, default=64, help="candidates (default: 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="torch device")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from benchmarks.modelarg import check_model_name
+
+    check_model_name(args.model)
+    for name in ("budget", "k"):
+        if getattr(args, name) <= 0:
+            raise ACDError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    result = export_graph(
+        args.model,
+        args.prompt,
+        agent_name=args.agent,
+        out=args.out,
+        slug=args.slug,
+        budget=args.budget,
+        k=args.k,
+        seed=args.seed,
+        device=args.device,
+    )
+    out, slug = result["out"], result["slug"]
+    print(
+        f"wrote {result['graph']} ({result['annotated']} candidate nodes annotated with measured effects) and "
+        f"{result['effects']}"
+    )
+    print(f"view it: circuit-tracer start-server --graph_file_dir {out} --port {VIEWER_PORT}")
+    print(f"    then open http://localhost:{VIEWER_PORT}/index.html?slug={slug}")
+    print(
+        f"    (from Python: from circuit_tracer.frontend.local_server import serve; serve('{out}', port={VIEWER_PORT}))"
+    )
+    return 0
