@@ -22,7 +22,7 @@ ifneq ($(shell cat $(STAMP) 2>/dev/null),$(strip $(TORCH_SPEC)))
 STAMP_DEPS := FORCE
 endif
 
-.PHONY: all venv test test-fast demo lint format zoo clean distclean FORCE
+.PHONY: all venv test test-fast demo zoo-report lint format zoo clean distclean FORCE
 all: test
 
 venv: $(STAMP)
@@ -42,9 +42,13 @@ test: venv
 test-fast: venv
 	$(VENV)/bin/pytest -q -m 'not slow'
 
-# For now the main job is the zoo's discrimination report; it becomes `acd bench` once the harness lands.
+# The main job: the default benchmark on the embedded model (leaderboard printed; outputs in runs/<time>/).
 demo: venv
-	$(PY) scripts/zoo_report.py --n 6
+	$(VENV)/bin/acd bench
+
+# The zoo's discrimination table (DESIGN §3 bars) for the default model.
+zoo-report: venv
+	$(PY) scripts/zoo_report.py --n 20
 
 lint: venv
 	$(VENV)/bin/ruff format --check .
