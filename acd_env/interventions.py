@@ -113,17 +113,24 @@ def _run_chunk(
     ref_sq = torch.zeros(b, device=dev)
     affected = torch.zeros(b, dtype=torch.long, device=dev)
 
+    clean_sq = clean_acts.pow(2).sum((1, 2))  # (n_layers,)
+    zeroed = torch.zeros(tokens.shape[0], dtype=torch.bool, device=dev)
+    zeroed[zero] = True
+
     def read(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
-        tc = model.transcoders.encode_layer(acts, layer)  # (b, n_pos, d_tc)
-        tc[:, zero] = 0
-        later = layers < layer  # rows whose intervention is upstream of this layer
-        diff = tc - clean_acts[layer].unsqueeze(0)
-        diff_sq.add_(torch.where(later, diff.pow(2).sum((1, 2)), 0.0))
-        ref_sq.add_(torch.where(later, clean_acts[layer].pow(2).sum(), 0.0))
-        affected.add_(torch.where(later, (diff.abs() > AFFECT_THRESHOLD).sum((1, 2)), 0))
+        upstream = (layers < layer).nonzero(as_tuple=True)[0]  # rows whose intervention can move this layer
+        if len(upstream):
+            tc = model.transcoders.encode_layer(acts[upstream], layer)  # (n_up, n_pos, d_tc)
+            tc[:, zero] = 0
+            diff = tc - clean_acts[layer].unsqueeze(0)
+            diff_sq[upstream] += diff.pow(2).sum((1, 2))
+            ref_sq[upstream] += clean_sq[layer]
+            affected[upstream] += (diff.abs() > AFFECT_THRESHOLD).sum((1, 2))
         idx = (layers == layer).nonzero(as_tuple=True)[0]
         if len(idx):
-            current = tc[idx, poss[idx], feats[idx]]
+            at = model.transcoders.encode_layer(acts[idx, poss[idx]], layer)  # (n_idx, d_tc): current reading
+            current = at[torch.arange(len(idx), device=dev), feats[idx]]
+            current = torch.where(zeroed[poss[idx]], 0.0, current)  # circuit-tracer reads BOS as 0
             decoder = model.transcoders._get_decoder_vectors(layer, feats[idx])
             pending[layer] = (idx, (vals[idx] - current).unsqueeze(-1) * decoder)
         return acts

@@ -255,5 +255,5 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model", default="toy-4l")
     p.add_argument("--json", default=None, help="also write the report as JSON here")
     p.add_argument("--skip-bench", action="store_true", help="do not time the default `acd bench`")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; see README)")
     p.set_defaults(func=run)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+# The toy models run fastest on one intra-op thread; a second thread on a busy 2-core machine slows every
+# forward pass by an order of magnitude (see `acd perf`). Subprocesses inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TOY = "toy-4l"
