@@ -319,6 +319,48 @@ table.board td,table.board th{{border:1px solid #ccc;padding:2px 6px;text-align:
         try:
             main.write_image(str(out / "curves.png"), width=1200, height=450)
             png = out / "curves.png"
-        except Exception:  # no kaleido (or no browser for it): the PNG is optional
-            png = None
+        except Exception:  # no kaleido (or no browser for it): draw the same lines with matplotlib
+            png = matplotlib_png(main, out / "curves.png")
     return {"html": path, "png": png}
+
+
+def matplotlib_png(fig, path: Path) -> Path | None:
+    """A static PNG of a plotly figure's line traces (one panel per x axis; CI bands drawn as fills)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    axes_ids = sorted({t.xaxis or "x" for t in fig.data}, key=lambda a: int(a[1:] or 1))
+    f, axes = plt.subplots(1, len(axes_ids), figsize=(6 * len(axes_ids), 4.5), squeeze=False)
+    titles = [a.text for a in fig.layout.annotations or ()]
+    for i, axis_id in enumerate(axes_ids):
+        ax = axes[0][i]
+        for trace in fig.data:
+            if (trace.xaxis or "x") != axis_id or trace.x is None or trace.y is None:
+                continue
+            color = getattr(trace.line, "color", None) or getattr(trace, "fillcolor", None)
+            if trace.fill:
+                ax.fill(list(trace.x), list(trace.y), alpha=0.15, color=_mpl_color(color), linewidth=0)
+            else:
+                ax.plot(list(trace.x), list(trace.y), label=trace.name, color=_mpl_color(color))
+        if i < len(titles):
+            ax.set_title(titles[i])
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    f.tight_layout()
+    f.savefig(path, dpi=110)
+    plt.close(f)
+    return path
+
+
+def _mpl_color(color: str | None):
+    if not color:
+        return None
+    if color.startswith("rgba("):
+        r, g, b, _ = (float(x) for x in color[5:-1].split(","))
+        return (r / 255, g / 255, b / 255)
+    return color
