@@ -75,7 +75,6 @@ observations), `score_trust` (posterior mean rho, shift), and `diagnostics()` fo
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,7 +92,8 @@ from agents.aif_model import (
     trusted_score_rows,
 )
 from agents.aif_score import ScoreModel, log_effect
-from agents.base import BaseAgent, as_sequence
+from agents.base import BaseAgent
+from agents.base import load_tables as base_load_tables
 
 
 class AIFAgent(BaseAgent):
@@ -385,11 +385,7 @@ class AIFAgent(BaseAgent):
 # ---------------------------------------------------------------------- fitting helpers
 def load_tables(tables: Any) -> list[Any]:
     """CircuitTables or .npz paths -> CircuitTables (all with the same descriptor columns)."""
-    from acd_env.tables import CircuitTable, load_table
-
-    out = [load_table(t) if isinstance(t, str | Path) else t for t in as_sequence(tables)]
-    if not out or not all(isinstance(t, CircuitTable) for t in out):
-        raise ACDError("aif.fit() needs circuit tables (CircuitTable objects or .npz paths)")
+    out = base_load_tables(tables)
     names = [tuple(t.meta["descriptor_names"]) for t in out]
     if len(set(names)) > 1:
         raise ACDError(f"aif.fit() got tables with different descriptor columns: {sorted(set(names))}")

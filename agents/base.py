@@ -15,6 +15,7 @@ Only agents with `privileged = True` (the oracle) are given `env.unwrapped.oracl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,3 +104,22 @@ def check_protocol(agent: Any, source: str) -> None:
 
 def as_sequence(tables: Any) -> Sequence[Any]:
     return tables if isinstance(tables, list | tuple) else [tables]
+
+
+def load_tables(tables: Any) -> list[Any]:
+    """What `fit(tables)` accepts, as CircuitTables: CircuitTable objects or .npz paths (at least one)."""
+    from acd_env.errors import ACDError
+    from acd_env.tables import CircuitTable, load_table
+
+    out = []
+    for t in as_sequence(tables):
+        if isinstance(t, str | Path):
+            t = load_table(t)
+        if not isinstance(t, CircuitTable):
+            raise ACDError(
+                f"fit() needs circuit tables (CircuitTable objects or .npz paths), got {type(t).__name__}"
+            )
+        out.append(t)
+    if not out:
+        raise ACDError("fit() got no circuit tables")
+    return out

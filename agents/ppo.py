@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from acd_env.errors import ACDError
-from agents.base import BaseAgent, as_sequence
+from agents.base import BaseAgent, load_tables
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +95,6 @@ ALIASES = {
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def load_tables(tables: Any) -> list[Any]:
-    """CircuitTables from CircuitTable objects or .npz paths (at least one)."""
-    from acd_env.tables import CircuitTable, load_table
-
-    out = []
-    for t in as_sequence(tables):
-        if isinstance(t, str | Path):
-            t = load_table(t)
-        if not isinstance(t, CircuitTable):
-            raise ACDError(
-                f"fit() needs circuit tables (CircuitTable objects or .npz paths), got {type(t).__name__}"
-            )
-        out.append(t)
-    if not out:
-        raise ACDError("fit() got no circuit tables")
-    return out
-
-
 def table_key(tables: Sequence[Any]) -> dict[str, Any]:
     """What a policy trained on `tables` is specific to (compared with a shipped policy's sidecar)."""
     first = tables[0].meta

@@ -21,13 +21,12 @@ another. `columns=[...]` fits on a chosen subset instead; the env must then prov
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from acd_env.errors import ACDError
-from agents.base import BaseAgent, as_sequence
+from agents.base import BaseAgent, load_tables
 
 EPS = 1e-6
 
@@ -37,23 +36,6 @@ def static_names(descriptor_names: Sequence[str]) -> tuple[str, ...]:
     from acd_env.env import DYNAMIC_COLUMNS  # lazily: importing an agent module should not import torch
 
     return tuple(n for n in descriptor_names if n not in DYNAMIC_COLUMNS)
-
-
-def _load_tables(tables: Any) -> list[Any]:
-    from acd_env.tables import CircuitTable, load_table
-
-    out = []
-    for t in as_sequence(tables):
-        if isinstance(t, str | Path):
-            t = load_table(t)
-        if not isinstance(t, CircuitTable):
-            raise ACDError(
-                f"fit() needs circuit tables (CircuitTable objects or .npz paths), got {type(t).__name__}"
-            )
-        out.append(t)
-    if not out:
-        raise ACDError("fit() got no circuit tables")
-    return out
 
 
 class RankerAgent(BaseAgent):
@@ -104,7 +86,7 @@ class RankerAgent(BaseAgent):
     # -- offline learning -----------------------------------------------------------------------
     def training_data(self, tables: Any) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         """(X, y, column names) over every valid candidate of every prompt of the tables."""
-        loaded = _load_tables(tables)
+        loaded = load_tables(tables)
         names = list(loaded[0].meta["descriptor_names"])
         for t in loaded[1:]:
             if list(t.meta["descriptor_names"]) != names:
