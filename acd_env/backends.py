@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from acd_env.case import CaseSettings, CleanState, PromptCase, build_case, mean_activations
-from acd_env.interventions import Intervention, downstream_stats, run_batch
+from acd_env.interventions import BatchResult, Intervention, downstream_stats, run_batch
 from acd_env.measurements import MEASUREMENT_NAMES, Measurements, measure
 from acd_env.tables import CircuitTable
 from acd_env.tasks.prompt import Prompt
@@ -100,15 +100,8 @@ class LiveBackend:
             clean.tokens, [(layer, pos, feature, value)], freeze_attention=self.settings.freeze_attention
         )
         sq, ref, n = downstream_stats(acts, clean.activations, layer)
-        m = measure(
-            clean.logits,
-            logits[0, -1:],
-            torch.tensor([sq]),
-            torch.tensor([ref]),
-            torch.tensor([n]),
-            case.answer_id,
-            case.cf_answer_id if case.cf_answer_id >= 0 else None,
-        )
+        one = BatchResult(logits[0, -1:], torch.tensor([sq]), torch.tensor([ref]), torch.tensor([n]))
+        m = _measured(case, clean, one)
         return Step(*(getattr(m, name)[0].item() for name in MEASUREMENT_NAMES))
 
     def oracle(self, i: int) -> Effects:
@@ -127,17 +120,22 @@ class LiveBackend:
                 clean.activations,
                 freeze_attention=self.settings.freeze_attention,
             )
-            m = measure(
-                clean.logits,
-                result.logits,
-                result.downstream_sq,
-                result.downstream_ref_sq,
-                result.n_affected,
-                case.answer_id,
-                case.cf_answer_id if case.cf_answer_id >= 0 else None,
-            )
-            self._oracle[i] = _pad_effects(m, case, n_types)
+            self._oracle[i] = _pad_effects(_measured(case, clean, result), case, n_types)
         return self._oracle[i]
+
+
+def _measured(case: PromptCase, clean: CleanState, result: BatchResult) -> Measurements:
+    """The measurements of engine rows (or of one feature_intervention call) against the clean run."""
+    cf_answer = case.cf_answer_id if case.cf_answer_id >= 0 else None
+    return measure(
+        clean.logits,
+        result.logits,
+        result.downstream_sq,
+        result.downstream_ref_sq,
+        result.n_affected,
+        case.answer_id,
+        cf_answer,
+    )
 
 
 def _pad_effects(m: Measurements, case: PromptCase, n_types: int) -> Effects:

@@ -37,6 +37,14 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def _mean_ci(series: Mapping) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted x, mean and normal 95 % band (mean ± 1.96 s.e.) of {x: [values]}."""
+    x = sorted(series)
+    mean = np.array([np.mean(series[t]) for t in x])
+    se = np.array([np.std(series[t]) / np.sqrt(len(series[t])) for t in x])
+    return x, mean, mean - 1.96 * se, mean + 1.96 * se
+
+
 def _band(
     fig,
     x,
@@ -136,16 +144,14 @@ def diagnostics_figure(rows: Sequence[Mapping], protocols: Sequence[str], agents
                 series = values.get((tag, protocol, agent))
                 if not series:
                     continue
-                x = sorted(series)
-                mean = np.array([np.mean(series[t]) for t in x])
-                se = np.array([np.std(series[t]) / np.sqrt(len(series[t])) for t in x])
+                x, mean, lo, hi = _mean_ci(series)
                 color = PALETTE[(i + p) % len(PALETTE)]
                 _band(
                     fig,
                     x,
                     mean,
-                    mean - 1.96 * se,
-                    mean + 1.96 * se,
+                    lo,
+                    hi,
                     f"{agent} ({protocol})",
                     color,
                     row=1,
@@ -233,15 +239,13 @@ def learning_curve_figure(rows: Sequence[Mapping], protocols: Sequence[str], age
             series = data.get((protocol, agent))
             if not series:
                 continue
-            x = sorted(series)
-            mean = np.array([np.mean(series[t]) for t in x])
-            se = np.array([np.std(series[t]) / np.sqrt(len(series[t])) for t in x])
+            x, mean, lo, hi = _mean_ci(series)
             _band(
                 fig,
                 x,
                 mean,
-                mean - 1.96 * se,
-                mean + 1.96 * se,
+                lo,
+                hi,
                 f"{agent} ({protocol})",
                 PALETTE[(i + 3 * p) % len(PALETTE)],
             )

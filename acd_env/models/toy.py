@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,16 @@ def weight_files(path: Path) -> list[Path]:
 
 
 def weights_hash(path: Path) -> str:
-    """sha256 over the model and transcoder weight files (what a circuit table is tied to)."""
+    """sha256 over the model and transcoder weight files (what a circuit table is tied to).
+
+    Every replay env checks its tables against this, so the digest is memoised per directory and per the
+    files' sizes and modification times (a rebuilt model gets a fresh digest)."""
+    files = weight_files(path)
+    return _digest(Path(path), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@lru_cache(maxsize=32)
+def _digest(path: Path, stats: tuple) -> str:
     h = hashlib.sha256()
     for f in weight_files(path):
         h.update(f.name.encode())
