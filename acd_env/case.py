@@ -6,6 +6,8 @@ intervention values) and stored verbatim in circuit tables, so live and replay e
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +17,8 @@ import torch
 
 from acd_env.attribution.descriptors import descriptor_names, graph_descriptors
 from acd_env.attribution.graph import GraphView, attribute_graph, node_influence, top_candidates, view
-from acd_env.errors import ACDError
-from acd_env.interventions import clean_run, intervention_value
+from acd_env.errors import ACDError, check_positive_int, unknown
+from acd_env.interventions import INTERVENTION_TYPES, clean_run, intervention_value
 from acd_env.tasks.prompt import Prompt
 from acd_env.tasks.validate import validate_prompt
 
@@ -33,6 +35,37 @@ class CaseSettings:
     steering_scale: float = 4.0
     descriptors: tuple[str, ...] = ("graph",)
     freeze_attention: bool = False
+
+    def __post_init__(self) -> None:
+        """Validate (bad settings → ACDError naming the value and what is accepted) and normalise to tuples."""
+        set_ = object.__setattr__  # frozen dataclass
+        set_(self, "n_candidates", check_positive_int("n_candidates", self.n_candidates))
+        interventions = self.interventions
+        if isinstance(interventions, str):
+            interventions = (interventions,)
+        if interventions is None or not isinstance(interventions, Sequence):
+            raise ACDError(
+                f"interventions must be a list of types from {INTERVENTION_TYPES}, got {self.interventions!r}"
+            )
+        interventions = tuple(interventions)
+        for kind in interventions:
+            if kind not in INTERVENTION_TYPES:
+                raise unknown("intervention", kind, INTERVENTION_TYPES)
+        if not interventions or len(set(interventions)) != len(interventions):
+            raise ACDError(
+                f"interventions must be a non-empty list of distinct types from {INTERVENTION_TYPES}, "
+                f"got {interventions!r}"
+            )
+        set_(self, "interventions", interventions)
+        descriptors = (self.descriptors,) if isinstance(self.descriptors, str) else self.descriptors
+        descriptors = tuple(descriptors) if isinstance(descriptors, Sequence) else descriptors
+        if descriptors not in (("graph",), ("graph", "atp")):
+            raise ACDError(f"descriptors must be ('graph',) or ('graph', 'atp'), got {self.descriptors!r}")
+        set_(self, "descriptors", descriptors)
+        scale = self.steering_scale
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+            raise ACDError(f"steering_scale must be a finite number (e.g. 4.0), got {scale!r}")
+        set_(self, "steering_scale", float(scale))
 
     @property
     def descriptor_names(self) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from acd_env.discretise import BIN_EDGES, NONE_YET, OUTCOME_DIMS, level, n_level
 from acd_env.errors import ACDError, check_positive_int, unknown
 from acd_env.interventions import INTERVENTION_TYPES
 from acd_env.tasks import TOY_TASKS, Prompt, load_task, prompts_from
+from acd_env.tasks.grammar import SPLITS
 
 REWARDS = ("kl", "logit_diff")
 BACKENDS = ("live", "replay")
@@ -128,38 +129,22 @@ class CircuitDiscoveryEnv(gym.Env):
             raise unknown("backend", backend, BACKENDS)
         if reward not in REWARDS:
             raise unknown("reward", reward, REWARDS)
-        check_positive_int("n_candidates", n_candidates)
-        check_positive_int("budget", budget)
-        if isinstance(interventions, str):
-            interventions = (interventions,)
-        interventions = tuple(interventions)
-        for kind in interventions:
-            if kind not in INTERVENTION_TYPES:
-                raise unknown("intervention", kind, INTERVENTION_TYPES)
-        if not interventions or len(set(interventions)) != len(interventions):
-            raise ACDError(
-                f"interventions must be a non-empty list of distinct types from {INTERVENTION_TYPES}"
-            )
-        descriptors = tuple(descriptors)
-        if (
-            not descriptors
-            or descriptors[0] != "graph"
-            or any(d not in ("graph", "atp") for d in descriptors)
-        ):
-            raise ACDError(f"descriptors must be ('graph',) or ('graph', 'atp'), got {descriptors!r}")
-        if not isinstance(steering_scale, int | float) or not np.isfinite(steering_scale):
-            raise ACDError(f"steering_scale must be a finite number, got {steering_scale!r}")
+        if split not in SPLITS:
+            raise unknown("split", split, SPLITS)
+        budget = check_positive_int("budget", budget)
         if render_mode is not None:
             raise ACDError(
                 f"render_mode {render_mode!r} is not supported; this env has no renderer (use None)"
             )
+        # CaseSettings validates n_candidates, interventions, steering_scale and descriptors (ACDError)
         self.settings = CaseSettings(
             n_candidates=n_candidates,
             interventions=interventions,
-            steering_scale=float(steering_scale),
+            steering_scale=steering_scale,
             descriptors=descriptors,
             freeze_attention=bool(freeze_attention),
         )
+        n_candidates, interventions = self.settings.n_candidates, self.settings.interventions
         self.budget = budget
         self.reward_kind = reward
         self.backend_kind = backend

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from acd_env.errors import ACDError, TableError
+from acd_env.errors import ACDError, TableError, unknown
 from acd_env.tables import CircuitTable, load_table, merge_tables
+from acd_env.tasks import available_tasks
 from acd_env.tasks.grammar import TOY_TASKS
 
 
@@ -44,7 +45,20 @@ def resolve_tables(
             raise ACDError(
                 "replay with a model object needs tables=PATH (shipped tables exist for toy models only)"
             )
+        from acd_env.models import available_models, is_toy_model
+        from acd_env.models.pretrained import parse_pretrained
+
+        if not is_toy_model(model):
+            if parse_pretrained(model) is None:
+                raise unknown("model", model, [*available_models(), "HF_MODEL::TRANSCODER_SET"])
+            raise TableError(
+                f"no circuit tables ship with the pretrained model {model!r}; build them with `acd tables build "
+                f"--model {model} --task TASK --split {split}` and pass tables=PATH"
+            )
         tasks = list(TOY_TASKS) if task is None else ([task] if isinstance(task, str) else list(task))
+        for t in tasks:
+            if t not in available_tasks():
+                raise unknown("task", t, available_tasks())
         paths = [shipped_table_path(model, t, split) for t in tasks]
         absent = [str(p) for p in paths if not p.is_file()]
         if absent:

@@ -21,7 +21,7 @@ import importlib
 import inspect
 from typing import Any
 
-from acd_env.errors import ACDError
+from acd_env.errors import ACDError, check_seed
 from agents.base import PROTOCOL_METHODS, BaseAgent, check_protocol
 
 REGISTRY: dict[str, str] = {
@@ -96,6 +96,11 @@ def make_agent(name: str | Any, **kw: Any) -> Any:
         if inspect.isclass(name):
             check_protocol(name, name.__name__)
             return _construct(name, name.__name__, kw)
+        if not any(callable(getattr(name, m, None)) for m in PROTOCOL_METHODS):
+            raise ACDError(
+                f"agent must be a name ({', '.join(REGISTRY)}), a 'package.module:Class' path or an agent "
+                f"object, got {type(name).__name__} {name!r}"
+            )
         check_protocol(name, type(name).__name__)
         if kw:
             raise ACDError(
@@ -106,6 +111,8 @@ def make_agent(name: str | Any, **kw: Any) -> Any:
 
 
 def _construct(cls: Any, source: str, kw: dict[str, Any]) -> Any:
+    if "seed" in kw:  # numpy's seeding would fail deep inside with a TypeError/ValueError
+        kw = {**kw, "seed": check_seed(kw["seed"], f"seed of agent {source!r}")}
     if kw.get("intervention") is not None:  # BaseAgent.type_index would silently fall back to the first type
         from acd_env.interventions import INTERVENTION_TYPES
 

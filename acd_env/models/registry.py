@@ -93,6 +93,9 @@ def load_model(name: str | Any = DEFAULT_MODEL, device: str | None = None, *, ca
         if hasattr(name, "feature_intervention") and hasattr(name, "transcoders"):
             return name
         raise ACDError(f"model must be a model name or a ReplacementModel, got {type(name).__name__}")
+    from acd_env.models.device import check_device
+
+    device = check_device(device)
     key = (name, device or "cpu")
     if cache and key in _CACHE:
         return _CACHE[key]

@@ -106,8 +106,10 @@ def load_toy(name: str, device: str | None = None, root: Path | None = None) -> 
     from circuit_tracer.transcoder.single_layer_transcoder import load_transcoder_set
     from safetensors.torch import load_file
 
+    from acd_env.models.device import check_device
     from acd_env.models.tokenizer import load_tokenizer_dir
 
+    device = check_device(device)
     path = root or toy_dir(name)
     arch = toy_config(name, path)
     tokenizer = load_tokenizer_dir(path / "tokenizer")

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from acd_env.errors import ACDError, unknown
+from acd_env.errors import ACDError, check_positive_int, unknown
 from acd_env.tasks.grammar import SPLITS, TOY_TASKS, generate
 from acd_env.tasks.prompt import Prompt
 from acd_env.tasks.seed_prompts import SEED_SUITES
@@ -68,6 +68,12 @@ def _prompt_from_item(item: Any, index: int, source: str) -> Prompt:
                 f"{source} item {index} has no 'clean' (or 'prompt') string; accepted keys: clean|prompt, "
                 f"answer, counterfactual, counterfactual_answer, id, task"
             )
+        for key in ("answer", "counterfactual", "counterfactual_answer"):
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise ACDError(
+                    f"{source} item {index}: {key!r} must be a string (or absent), got "
+                    f"{type(item[key]).__name__} {item[key]!r}"
+                )
         return Prompt(
             id=str(item.get("id", f"custom/{index:03d}")),
             task=str(item.get("task", "custom")),
@@ -84,8 +90,9 @@ def prompts_from(spec: str | Path | Iterable[Any]) -> list[Prompt]:
     if isinstance(spec, str | Path):
         path = Path(spec)
         if not path.is_file():
+            hint = "" if str(spec).endswith(".jsonl") else f"; for one prompt pass a list: [{str(spec)!r}]"
             raise ACDError(
-                f"prompts file {str(path)!r} does not exist (expected a JSONL file, one dict per line)"
+                f"prompts file {str(path)!r} does not exist (expected a JSONL file, one dict per line){hint}"
             )
         items = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -96,8 +103,12 @@ def prompts_from(spec: str | Path | Iterable[Any]) -> list[Prompt]:
             except json.JSONDecodeError as e:
                 raise ACDError(f"{path}:{n} is not valid JSON ({e.msg})") from None
         prompts = [_prompt_from_item(x, i, str(path)) for i, x in enumerate(items)]
-    else:
+    elif isinstance(spec, Iterable) and not isinstance(spec, bytes | dict):
         prompts = [_prompt_from_item(x, i, "prompts") for i, x in enumerate(spec)]
+    else:
+        raise ACDError(
+            f"prompts must be a list of prompts (strings or dicts) or a JSONL path, got {type(spec).__name__}"
+        )
     if not prompts:
         raise ACDError("the prompt list is empty; give at least one prompt")
     ids = [p.id for p in prompts]
@@ -124,8 +135,8 @@ def load_task(
     """
     if split not in SPLITS:
         raise unknown("split", split, SPLITS)
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
-        raise ACDError(f"n must be a positive integer, got {n!r}")
+    if n is not None:
+        n = check_positive_int("n", n)
     if isinstance(name, str) and name in TOY_TASKS:
         prompts = _toy_suite(name, split, n or DEFAULT_SIZES[split])
     elif isinstance(name, str) and name in SEED_SUITES:
@@ -134,8 +145,13 @@ def load_task(
         prompts = prompts_from(name)
     elif isinstance(name, str):
         raise unknown("task", name, available_tasks())
-    else:
+    elif isinstance(name, Iterable) and not isinstance(name, bytes | dict):
         prompts = prompts_from(name)
+    else:
+        raise ACDError(
+            f"task must be a suite name ({', '.join(available_tasks())}), a JSONL path or a list of prompts, "
+            f"got {type(name).__name__} {name!r}"
+        )
     if model is not None:
         from acd_env.tasks.validate import validate_prompts
 

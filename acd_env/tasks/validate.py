@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from acd_env.errors import ACDError
+from acd_env.errors import ACDError, unknown
 from acd_env.tasks.prompt import Prompt
 
 
@@ -14,6 +14,11 @@ def _tokenizer_and_ctx(model: Any) -> tuple[Any, int] | None:
         from acd_env.models import is_toy_model, load_tokenizer
 
         if not is_toy_model(model):
+            from acd_env.models import available_models
+            from acd_env.models.pretrained import parse_pretrained
+
+            if parse_pretrained(model) is None:
+                raise unknown("model", model, [*available_models(), "HF_MODEL::TRANSCODER_SET"])
             return None  # pretrained tokenizers need the hub; checked later on the loaded model
         tok = load_tokenizer(model)
         from acd_env.models import toy_config
@@ -36,6 +41,8 @@ def validate_prompt(prompt: Prompt, tokenizer: Any, n_ctx: int) -> int:
     if not prompt.clean or not prompt.clean.strip():
         raise ACDError(f"prompt {prompt.id!r} is empty; give a non-empty text")
     unk = tokenizer.unk_token_id
+    bos = tokenizer.bos_token_id
+    special = {i for i in getattr(tokenizer, "all_special_ids", ()) if i != unk}
     for field in ("clean", "counterfactual"):
         text = getattr(prompt, field)
         if text is None:
@@ -43,10 +50,17 @@ def validate_prompt(prompt: Prompt, tokenizer: Any, n_ctx: int) -> int:
         ids = token_ids(tokenizer, text)
         if unk is not None and unk in ids:
             vocab = tokenizer.get_vocab()
-            bad = sorted({w for w in text.split() if w not in vocab})
+            bad = sorted({w for w in text.split() if w not in vocab or w == tokenizer.unk_token})
             raise ACDError(
                 f"prompt {prompt.id!r} {field} has words outside the toy vocabulary: {bad}; "
                 f"the toy models know {len(vocab)} words (see acd_env.tasks.grammar.VOCAB)"
+            )
+        body = ids[1:] if bos is not None and ids and ids[0] == bos else ids
+        reserved = [tokenizer.convert_ids_to_tokens(i) for i in body if i in special]
+        if reserved:
+            raise ACDError(
+                f"prompt {prompt.id!r} {field} contains special token(s) {sorted(set(reserved))}; write plain "
+                "words (the tokenizer adds the BOS token itself)"
             )
         if len(ids) > n_ctx:
             raise ACDError(
@@ -62,9 +76,13 @@ def validate_prompt(prompt: Prompt, tokenizer: Any, n_ctx: int) -> int:
             )
     for field in ("answer", "counterfactual_answer"):
         word = getattr(prompt, field)
-        if word is not None and len(tokenizer.encode(word, add_special_tokens=False)) != 1:
+        if word is None:
+            continue
+        ids = tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1 or ids[0] == unk or ids[0] in special:
             raise ACDError(
-                f"prompt {prompt.id!r} {field} {word!r} is not a single token of the model's vocabulary"
+                f"prompt {prompt.id!r} {field} {word!r} is not a single token of the model's vocabulary "
+                "(the answer must be one known word)"
             )
     return len(token_ids(tokenizer, prompt.clean))
 
