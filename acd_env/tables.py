@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from acd_env.case import CaseSettings, PromptCase
-from acd_env.errors import TableError
+from acd_env.errors import TableError, is_integer
 from acd_env.measurements import MEASUREMENT_NAMES
 from acd_env.tasks.prompt import Prompt
 
@@ -30,6 +31,9 @@ FORMAT_VERSION = 2
 _CASE_ARRAYS = ("features", "n_valid", "clean_act", "values", "descriptors", "answer_id", "cf_answer_id",
                 "top_ids", "top_probs")  # fmt: skip
 _STRINGS = ("prompt_id", "task", "clean", "counterfactual", "answer", "cf_answer", "patch_source")
+_META_KEYS = ("model", "weights_hash", "n_prompts", "n_candidates", "interventions", "steering_scale",
+              "descriptors", "descriptor_names", "freeze_attention")  # fmt: skip
+_KL_TOLERANCE = 1e-5  # a KL divergence is ≥ 0; float32 rounding of a near-zero value may dip just below
 
 
 @dataclass
@@ -121,13 +125,19 @@ def load_table(
     path: str | Path, *, weights_hash: str | None = None, model_name: str | None = None
 ) -> CircuitTable:
     """Load and validate a table; with `weights_hash`, refuse a table built for other weights."""
+    if not isinstance(path, str | os.PathLike):
+        raise TableError(f"a circuit table path must be a str or Path, got {type(path).__name__} {path!r}")
     path = Path(path)
+    if path.is_dir():
+        raise TableError(
+            f"circuit table {str(path)!r} is a directory; give the .npz file (e.g. {str(path / 'ioi-test.npz')!r})"
+        )
     if not path.is_file():
         raise TableError(f"circuit table {str(path)!r} does not exist; build it with `acd tables build`")
     try:
         with np.load(path, allow_pickle=False) as data:
             raw = {k: data[k] for k in data.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error) as e:
         raise TableError(f"circuit table {str(path)!r} is corrupt or truncated ({e}); rebuild it") from None
     if "meta" not in raw:
         raise TableError(
@@ -136,7 +146,9 @@ def load_table(
     try:
         meta = json.loads(str(raw["meta"]))
     except json.JSONDecodeError:
-        raise TableError(f"circuit table {str(path)!r} has unreadable metadata; rebuild it") from None
+        meta = None
+    if not isinstance(meta, dict):
+        raise TableError(f"circuit table {str(path)!r} has unreadable metadata; rebuild it")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise TableError(
@@ -156,21 +168,56 @@ def _from_arrays(raw: dict[str, np.ndarray], meta: dict, path: Path) -> CircuitT
     missing = [k for k in needed if k not in raw]
     if missing:
         raise TableError(f"circuit table {str(path)!r} lacks arrays {missing}; rebuild it")
-    p = int(meta.get("n_prompts", -1))
-    k, t = meta["n_candidates"], len(meta["interventions"])
-    f = len(meta["descriptor_names"])
+    absent = [k for k in _META_KEYS if k not in meta]
+    if absent:
+        raise TableError(f"circuit table {str(path)!r}: its metadata lacks {absent}; rebuild it")
+    p, k = meta["n_prompts"], meta["n_candidates"]
+    if (
+        not is_integer(p)
+        or p < 0
+        or not is_integer(k)
+        or k <= 0
+        or not isinstance(meta["interventions"], list)
+    ):
+        raise TableError(
+            f"circuit table {str(path)!r}: its metadata has n_prompts={p!r}, n_candidates={k!r}, "
+            f"interventions={meta['interventions']!r}; rebuild it"
+        )
+    t, f = len(meta["interventions"]), len(meta["descriptor_names"])
+    n_top = raw["top_ids"].shape[1:2]
     expected = {"features": (p, k, 3), "values": (p, k, t), "descriptors": (p, k, f), "n_valid": (p,),
+                "clean_act": (p, k), "answer_id": (p,), "cf_answer_id": (p,), "top_ids": (p, *n_top),
+                "top_probs": (p, *n_top), **{name: (p,) for name in _STRINGS},
                 **{f"m_{n}": (p, k, t) for n in MEASUREMENT_NAMES}}  # fmt: skip
     for name, shape in expected.items():
         if raw[name].shape != shape:
             raise TableError(
                 f"circuit table {str(path)!r}: {name} has shape {raw[name].shape}, expected {shape}; rebuild it"
             )
+    if raw["tokens"].ndim != 2 or raw["tokens"].shape[0] != p:
+        raise TableError(
+            f"circuit table {str(path)!r}: tokens has shape {raw['tokens'].shape}, expected ({p}, length); "
+            "rebuild it"
+        )
     for name in ("kl", "logit_diff", "downstream"):
         if not np.isfinite(raw[f"m_{name}"]).all():
             raise TableError(
                 f"circuit table {str(path)!r} holds NaN or inf in measurement {name!r}; rebuild it"
             )
+    for name in ("descriptors", "values", "clean_act", "top_probs"):
+        if not np.isfinite(raw[name]).all():
+            raise TableError(f"circuit table {str(path)!r} holds NaN or inf in {name!r}; rebuild it")
+    if (raw["m_kl"] < -_KL_TOLERANCE).any():
+        raise TableError(
+            f"circuit table {str(path)!r} holds a negative KL divergence ({float(raw['m_kl'].min()):.3g}); "
+            "rebuild it"
+        )
+    n_valid = raw["n_valid"]
+    if p and (n_valid.min() < 0 or n_valid.max() > k):
+        raise TableError(
+            f"circuit table {str(path)!r}: n_valid must lie in [0, {k}] (K), found {int(n_valid.min())}.."
+            f"{int(n_valid.max())}; rebuild it"
+        )
     cases = []
     for i in range(p):
         prompt = Prompt(
