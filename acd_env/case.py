@@ -163,7 +163,10 @@ def build_case(
     g = view(graph if graph is not None else attribute_graph(model, tokens))
     n_features = len(g.features)
     if n_features == 0:
-        raise ACDError(f"prompt {prompt.id!r} has no active transcoder features; it cannot be intervened on")
+        raise ACDError(
+            f"prompt {prompt.id!r} has no active transcoder features, so there is nothing to intervene on; "
+            "choose a prompt the model has features for (e.g. one of the shipped tasks' prompts)"
+        )
     influence = node_influence(g)
     idx = top_candidates(influence, settings.n_candidates)
     feats = g.features[torch.as_tensor(idx)]
