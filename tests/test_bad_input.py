@@ -319,7 +319,9 @@ CF_LENGTH = {"clean": "when alice and bob went to the park", "counterfactual": "
 NEEDS_BENCH = "needs benchmarks/bench.py prepare_out to check --out first (acd_env.errors.check_out_dir)"
 NEEDS_GRAPH = "needs benchmarks/graph_export.py to check --out before the run (acd_env.errors.check_out_dir)"
 NEEDS_PERF = "needs benchmarks/perf.py to refuse --threads < 1 with an ACDError"
-NEEDS_RUNNER = "needs benchmarks/bench.py prepare_out to refuse an unreadable config.json with an ACDError"
+NEEDS_BENCH_CONFIG = (
+    "needs benchmarks/bench.py prepare_out to refuse an unreadable config.json with an ACDError"
+)
 
 CATALOGUE = [
     # ------------------------------------------------------------------ acd_env.models.load_model
@@ -558,7 +560,7 @@ CATALOGUE = [
         bench("--out", stale_out),
         "config.json",
         "choose another --out",
-        marks=pytest.mark.xfail(strict=True, reason=NEEDS_RUNNER),
+        marks=pytest.mark.xfail(strict=True, reason=NEEDS_BENCH_CONFIG),
     ),
     # ------------------------------------------------------------------ acd tables build
     cli("tables-split-unknown", build("--split", "val"), "'val'", "valid splits: test, train"),
