@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from acd_env.errors import ACDError
+from acd_env.errors import ACDError, check_out_dir
 
 VIEWER_PORT = 8032
 
@@ -88,6 +88,7 @@ def export_graph(
     if not isinstance(text, str) or not text.strip():
         raise ACDError("--prompt must be a non-empty text")
     agent = make_agent(agent_name, seed=seed)  # fails fast on an unknown agent, before loading the model
+    check_out_dir(out, "--out")
     model = load_model_arg(model_spec, device)
     tokens = tokenize(model, Prompt(id="graph/000", task="custom", clean=text, answer=None))
     graph = attribute_graph(model, tokens)

@@ -32,8 +32,6 @@ Cases covered by other test files are not repeated here:
   --seeds two, --prompts without --backend live, resuming with other settings, a torn results tail;
   `acd graph` and `acd tables build` with an unknown model / task.
 
-Cases marked xfail(strict=True) need a change in a file this test's author could not edit (the reason says
-which); once the change lands the case passes, strict xfail fails, and the mark must go.
 """
 
 from __future__ import annotations
@@ -316,12 +314,6 @@ OOV = {"clean": "when zebra and bob went to the park"}
 EMPTY = {"clean": ""}
 LONG_ROW = {"clean": LONG}
 CF_LENGTH = {"clean": "when alice and bob went to the park", "counterfactual": "when bob went"}
-NEEDS_BENCH = "needs benchmarks/bench.py prepare_out to check --out first (acd_env.errors.check_out_dir)"
-NEEDS_GRAPH = "needs benchmarks/graph_export.py to check --out before the run (acd_env.errors.check_out_dir)"
-NEEDS_PERF = "needs benchmarks/perf.py to refuse --threads < 1 with an ACDError"
-NEEDS_BENCH_CONFIG = (
-    "needs benchmarks/bench.py prepare_out to refuse an unreadable config.json with an ACDError"
-)
 
 CATALOGUE = [
     # ------------------------------------------------------------------ acd_env.models.load_model
@@ -534,34 +526,20 @@ CATALOGUE = [
             "nan-kl": ("counting-test.npz", "NaN or inf", "'kl'"),
         }.items()
     ),
-    cli(
-        "bench-out-a-file",
-        bench("--out", lambda ctx: ctx.file("out")),
-        "--out",
-        "is a file",
-        marks=pytest.mark.xfail(strict=True, reason=NEEDS_BENCH),
-    ),
+    cli("bench-out-a-file", bench("--out", lambda ctx: ctx.file("out")), "--out", "is a file"),
     cli(
         "bench-out-under-a-file",
         bench("--out", lambda ctx: ctx.file("out") / "run"),
         "--out",
         "under the file",
-        marks=pytest.mark.xfail(strict=True, reason=NEEDS_BENCH),
     ),
     cli(
         "bench-out-read-only",
         bench("--out", lambda ctx: ctx.read_only_dir("ro") / "run"),
         "--out",
         "not writable",
-        marks=pytest.mark.xfail(strict=True, reason=NEEDS_BENCH),
     ),
-    cli(
-        "bench-out-config-unreadable",
-        bench("--out", stale_out),
-        "config.json",
-        "choose another --out",
-        marks=pytest.mark.xfail(strict=True, reason=NEEDS_BENCH_CONFIG),
-    ),
+    cli("bench-out-config-unreadable", bench("--out", stale_out), "config.json", "choose another --out"),
     # ------------------------------------------------------------------ acd tables build
     cli("tables-split-unknown", build("--split", "val"), "'val'", "valid splits: test, train"),
     cli("tables-k-zero", build("--k", "0"), "--k", "got 0"),
@@ -598,13 +576,7 @@ CATALOGUE = [
     cli("graph-budget-float", graph("--budget", "2.5"), "--budget", "'2.5'"),
     cli("graph-seed-negative", graph("--seed", "-1"), "seed", "-1", "non-negative integer"),
     cli("graph-device-unknown", graph("--device", "tpu"), "'tpu'", "'cpu'"),
-    cli(
-        "graph-out-a-file",
-        graph("--out", lambda ctx: ctx.file("g")),
-        "--out",
-        "is a file",
-        marks=pytest.mark.xfail(strict=True, reason=NEEDS_GRAPH),
-    ),
+    cli("graph-out-a-file", graph("--out", lambda ctx: ctx.file("g")), "--out", "is a file"),
     # ------------------------------------------------------------------ acd perf
     cli("perf-model-unknown", lambda ctx: ["perf", "--model", "gpt-9", "--quick", "--skip-bench"], "'gpt-9'"),
     cli(
@@ -612,7 +584,6 @@ CATALOGUE = [
         lambda ctx: ["perf", "--threads", "0", "--quick", "--skip-bench"],
         "--threads",
         "0",
-        marks=pytest.mark.xfail(strict=True, reason=NEEDS_PERF),
     ),
 ]
 
