@@ -92,6 +92,11 @@ class LiveBackend:
     def case(self, i: int) -> PromptCase:
         return self._entry(i)[0]
 
+    def forget(self, i: int) -> None:
+        """Drop this backend's references to prompt i (a table build measures each prompt once)."""
+        self._cases.pop(i, None)
+        self._oracle.pop(i, None)
+
     def step(self, i: int, k: int, t: int) -> Step:
         case, clean = self._entry(i)
         layer, pos, feature = (int(x) for x in case.features[k])

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,24 +266,3 @@ def merge_tables(tables: Sequence[CircuitTable]) -> CircuitTable:
     cases = [c for t in tables for c in t.cases]
     measurements = {n: np.concatenate([t.measurements[n] for t in tables]) for n in MEASUREMENT_NAMES}
     return CircuitTable(meta, cases, measurements)
-
-
-def build_table(
-    backend: Any,
-    meta: dict,
-    *,
-    progress: Callable[[int, int], None] | None = None,
-) -> CircuitTable:
-    """Measure every (candidate, type) of every prompt of a live backend with the batched engine."""
-    cases, measured = [], {n: [] for n in MEASUREMENT_NAMES}
-    start = time.perf_counter()
-    for i in range(backend.n_prompts):
-        case = backend.case(i)
-        effects = backend.oracle(i)
-        cases.append(case)
-        for n in MEASUREMENT_NAMES:
-            measured[n].append(getattr(effects, n))
-        if progress:
-            progress(i + 1, backend.n_prompts)
-    meta = dict(meta, build_seconds=round(time.perf_counter() - start, 3))
-    return CircuitTable(meta, cases, {n: np.stack(v) for n, v in measured.items()})
