@@ -9,6 +9,7 @@
                                                 # needs a second zoo model with tables (else leave it out)
     acd bench --backend live --prompts my.jsonl # your own prompts, run live through circuit-tracer
     acd bench --out runs/x                      # re-running into runs/x resumes: finished episodes are skipped
+    acd bench --executor ray --workers 8        # episode sequences as Ray tasks (benchmarks/executors.py)
 
 Flow: check the arguments → build the test env(s) (replay on the model's circuit tables by default) → plan
 the (agent, protocol, fold, seed) sequences → run them into results.jsonl (benchmarks.runner) → leaderboard
@@ -27,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acd_env.errors import ACDError, unknown
+from acd_env.errors import ACDError, check_out_dir, unknown
 from benchmarks.aggregate import DEFAULT_REPS
+from benchmarks.executors import add_executor_args
 from benchmarks.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, get_protocol, plan_folds
 
 DEFAULT_SEEDS = 5
@@ -73,6 +75,15 @@ class BenchConfig:
         False  # fit every seed's agent itself (default: one fit per agent/protocol/fold, copied)
     )
     progress: bool = True
+    executor: str = "local"  # local | ray (benchmarks.executors)
+    ray_address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+
+    def executor_options(self) -> Any:
+        from benchmarks.executors import ExecutorOptions
+
+        return ExecutorOptions(self.executor, self.ray_address, self.workers, self.gpus_per_worker)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -149,6 +160,11 @@ def check_config(cfg: BenchConfig) -> None:
                 raise ACDError(problem)
     if cfg.fit_model is not None:
         check_model_name(cfg.fit_model)
+    from benchmarks.executors import check_available
+
+    check_available(cfg.executor_options())
+    if cfg.out is not None:
+        check_out_dir(cfg.out, "--out")
 
 
 # ---------------------------------------------------------------------------------------------- tables and envs
@@ -270,7 +286,15 @@ def prepare_out(cfg: BenchConfig) -> Path:
     config_path = out / "config.json"
     current = {k: v for k, v in asdict(cfg).items() if k in RESUME_KEYS}
     if config_path.is_file() and (out / "results.jsonl").exists():
-        previous = json.loads(config_path.read_text())
+        try:
+            previous = json.loads(config_path.read_text())
+            if not isinstance(previous, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ACDError(
+                f"output directory {str(out)!r} holds an unreadable config.json ({e}); remove it to resume, "
+                "or choose another --out"
+            ) from None
         diff = [k for k in RESUME_KEYS if previous.get(k) != current.get(k)]
         if diff:
             pairs = "; ".join(f"{k}: {previous.get(k)!r} there, {current.get(k)!r} now" for k in diff)
@@ -359,7 +383,10 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
         for spec in specs:
             for seed in cfg.seeds:
                 for fold in folds:
-                    sequences.append(EpisodeSequence(spec, protocol, fold, seed, fold.order(protocol, seed)))
+                    order = fold.order(protocol, seed)
+                    sequences.append(
+                        EpisodeSequence(spec, protocol, fold, seed, order, fit_seed=cfg.seeds[0])
+                    )
 
     out = prepare_out(cfg)
     log = ResultsLog(out / "results.jsonl")
@@ -368,7 +395,7 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
     runner = Runner(log, envs, cfg.budget, progress=cfg.progress, share_fit=not cfg.fit_per_seed)
     phases = {"setup": time.perf_counter() - start}
     mark = time.perf_counter()
-    counts = runner.run(sequences)
+    counts = runner.run(sequences, cfg.executor_options())
     phases["episodes"] = time.perf_counter() - mark
     mark = time.perf_counter()
 
@@ -539,6 +566,7 @@ def add_parser(subparsers: Any) -> None:
         help="fit every seed's agent itself (default: one fit per agent, protocol and fold, copied to every seed)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_executor_args(p)
     p.set_defaults(func=main)
 
 
@@ -561,6 +589,10 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         fit_per_seed=args.fit_per_seed,
         progress=args.progress,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
     )
     cfg.out = cfg.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     try:

@@ -33,10 +33,10 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -116,22 +116,30 @@ class ResultsLog:
             return
         data = self.path.read_bytes()
         good = 0  # byte offset just after the last complete block
-        pos = 0
+        pos = line = 0
         while pos < len(data):
             end = data.find(b"\n", pos)
             if end < 0:
                 break  # a partial last line
-            try:
-                row = json.loads(data[pos:end])
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                break  # a torn line (a killed write): everything from here is dropped
+            line += 1
+            row = _parse(data[pos:end])
+            if row is None:
+                if data[end + 1 :].strip():  # complete rows follow: corruption, not a torn last write
+                    raise ACDError(
+                        f"{str(self.path)!r} line {line} is not a results row, and rows follow it: the file is "
+                        "corrupt, not torn by an interrupted write; move it away (or choose another --out)"
+                    )
+                break  # a torn last line (a killed write): dropped
             pos = end + 1
-            if not isinstance(row, dict):
-                break
-            kind = row.get("kind")
-            if kind in BLOCK_END:
+            if row.get("kind") in BLOCK_END:
+                try:
+                    self._register(row)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ACDError(
+                        f"{str(self.path)!r} line {line}: a {row['kind']!r} row without a valid {e} field; the "
+                        "file is corrupt; move it away (or choose another --out)"
+                    ) from None
                 good = pos
-                self._register(row)
         if good < len(data):
             self.truncated_bytes = len(data) - good
             with open(self.path, "r+b") as f:
@@ -165,6 +173,14 @@ class ResultsLog:
         for row in rows:
             if row.get("kind") in BLOCK_END:
                 self._register(row)
+
+
+def _parse(line: bytes) -> dict | None:
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def read_results(path: str | Path) -> list[dict]:
@@ -201,6 +217,7 @@ class EpisodeSequence:
     fold: Fold
     seed: int
     order: list[int] = field(default_factory=list)
+    fit_seed: int | None = None  # the seed the shared fit is built with (default: this sequence's seed)
 
 
 @dataclass
@@ -275,8 +292,200 @@ def _is_scalar(v: Any) -> bool:
         return False
 
 
+@dataclass
+class Known:
+    """What the results file already holds that a sequence needs to know (a picklable snapshot)."""
+
+    episodes: dict[tuple, float]  # episode key -> recorded efficiency
+    na: set[tuple]
+    fits: set[tuple]
+    logs: set[str]
+
+    @classmethod
+    def of(cls, log: ResultsLog, seq: EpisodeSequence, prompt_ids: Sequence[str]) -> Known:
+        keys = [(seq.agent.name, seq.protocol.name, prompt_ids[i], seq.seed) for i in seq.order]
+        done = {k: log.episodes[k]["metrics"]["efficiency"] for k in keys if k in log.episodes}
+        return cls(done, set(log.na), set(log.fits), set(log.logs))
+
+
+class Event(NamedTuple):
+    """What running a sequence produces, in order: rows to append (one block) and progress."""
+
+    rows: list[dict]
+    advance: int = 0  # episodes this event accounts for (progress bar)
+    count: str | None = None  # "ran", "skipped" or "replayed"
+
+
+class AgentFactory:
+    """The agent of a sequence: built with its seed and, where the fold fits, fitted.
+
+    With `share_fit` (default) the fit is done once per (agent, protocol, fold), on an agent built with the
+    sequence's `fit_seed` (the first seed of the run), and every seed gets a deep copy of that fitted agent with
+    its `seed` and `rng` set to its own (the BaseAgent convention; episode randomness derives from them). Seeds
+    then vary the episodes, not the offline fit, and a sequence gives the same agent whether it runs in this
+    process or on a Ray worker that fits its own copy. `share_fit=False` (`acd bench --fit-per-seed`) fits
+    every seed itself, for agents whose fit is stochastic; so does an agent that cannot be deep-copied.
+    """
+
+    def __init__(self, share_fit: bool = True) -> None:
+        self.share_fit = share_fit
+        self._fitted: dict[tuple[str, str, str], Any] = {}
+
+    def __call__(self, seq: EpisodeSequence, env: Any) -> tuple[Any, list[dict]]:
+        """(agent, `fit` rows to log)."""
+        spec, protocol, fold, seed = seq.agent, seq.protocol, seq.fold, seq.seed
+        if not fold.fits or (spec.cls is not None and not callable(getattr(spec.cls, "fit", None))):
+            return spec.build(seed), []
+        if not self.share_fit:
+            agent = spec.build(seed)
+            return agent, [self._fit(agent, seq, seed, env)]
+        key = (spec.name, protocol.name, fold.name)
+        rows = []
+        if key not in self._fitted:
+            fit_seed = seed if seq.fit_seed is None else seq.fit_seed
+            template = spec.build(fit_seed)
+            if not callable(getattr(template, "fit", None)):
+                return spec.build(seed), []
+            rows.append(self._fit(template, seq, fit_seed, env))
+            self._fitted[key] = template
+        try:
+            agent = copy.deepcopy(self._fitted[key])
+        except Exception:  # not copyable: fit this seed's own agent
+            agent = spec.build(seed)
+            return agent, [*rows, self._fit(agent, seq, seed, env)]
+        if hasattr(agent, "seed"):
+            agent.seed = seed
+        if hasattr(agent, "rng"):
+            agent.rng = np.random.default_rng(seed)
+        return agent, rows
+
+    @staticmethod
+    def _fit(agent: Any, seq: EpisodeSequence, seed: int, env: Any) -> dict:
+        names = list(env.unwrapped.settings.descriptor_names)
+        tables = [restrict_table(t, names) for t in seq.fold.tables() or []]
+        start = time.perf_counter()
+        agent.fit(tables)
+        return {
+            "kind": "fit",
+            "agent": seq.agent.name,
+            "protocol": seq.protocol.name,
+            "fold": seq.fold.name,
+            "seed": seed,
+            "source": seq.fold.fit_source,
+            "n_tables": len(tables),
+            "fit_s": time.perf_counter() - start,
+        }
+
+
+def env_for(envs: EnvSet, spec: AgentSpec) -> Any:
+    return envs.get(("graph", "atp") if spec.needs_atp else ("graph",))
+
+
+def sequence_events(
+    seq: EpisodeSequence, envs: EnvSet, budget: int, known: Known, agents: AgentFactory
+) -> Iterator[Event]:
+    """Run one (agent, protocol, fold, seed) sequence, skipping what `known` says is done (see the module
+    docstring); yields the blocks to append and the progress. Runs the same in this process or on a worker."""
+    spec, protocol, seed = seq.agent, seq.protocol, seq.seed
+    n = len(seq.order)
+
+    def na(reason: str) -> Event:
+        rows = [] if (spec.name, protocol.name) in known.na else [_na_row(spec, protocol, reason)]
+        return Event(rows, n)
+
+    if (spec.name, protocol.name) in known.na:
+        yield Event([], n)
+        return
+    env = env_for(envs, spec)
+    prompts = env.unwrapped.prompts
+    keys = [(spec.name, protocol.name, prompts[i].id, seed) for i in seq.order]
+    pending = [k not in known.episodes for k in keys]
+    if not any(pending):
+        yield Event([], n, "skipped")
+        return
+    if spec.needs_atp and not envs.has_atp:
+        yield na("needs the attribution-patching columns (tables built with --descriptors graph,atp)")
+        return
+    started = any(k in known.episodes for k in keys)
+    fit_rows: list[dict] = []
+    try:
+        reason = applicability(spec.cls if spec.cls is not None else spec.build(seed), protocol)
+        agent = None
+        if not reason:
+            agent, fit_rows = agents(seq, env)
+    except ACDError as e:  # the agent cannot be built or fitted here (e.g. no shipped policy for this K)
+        if started:
+            raise
+        reason = str(e)
+    if reason:
+        yield na(reason)
+        return
+    fit_rows = [r for r in fit_rows if _fit_key(r) not in known.fits]
+    if fit_rows:
+        yield Event(fit_rows)
+    if getattr(agent, "privileged", False):
+        agent.attach_oracle(env.unwrapped.oracle_effects)
+    if spec.name not in known.logs:
+        log_row = _training_log_row(agent, spec)
+        if log_row:
+            yield Event([log_row])
+    last_pending = max(i for i, p in enumerate(pending) if p)
+    base = {"agent": spec.name, "protocol": protocol.name, "fold": seq.fold.name}
+    for idx, (prompt_index, key) in enumerate(zip(seq.order, keys, strict=True)):
+        if idx > last_pending:
+            for _ in range(n - idx):
+                yield Event([], 1, "skipped")
+            return
+        if not protocol.keep_memory:
+            agent.reset_memory()
+        done = known.episodes.get(key)
+        if done is not None and not protocol.keep_memory:
+            yield Event([], 1, "skipped")
+            continue
+        try:
+            rows = run_episode(env, agent, prompt_index, seed, dict(base, order=idx), budget)
+        except ACDError as e:  # e.g. an agent that needs descriptor columns this env lacks
+            if idx == 0 and not started:
+                yield na(str(e))
+                return
+            raise
+        if done is not None:  # replayed to rebuild memory: check it matches what was recorded
+            got = rows[-1]["metrics"]["efficiency"]
+            if got != done:
+                warnings.warn(
+                    f"resuming {spec.name}/{protocol.name} seed {seed}: replaying prompt {key[2]} gave efficiency "
+                    f"{got:.6f}, recorded {done:.6f}; the agent is not deterministic, so the resumed stream may "
+                    "differ from an uninterrupted one",
+                    stacklevel=2,
+                )
+            yield Event([], 1, "replayed")
+        else:
+            yield Event(rows, 1, "ran")
+
+
+def _fit_key(row: dict) -> tuple:
+    return (row["agent"], row["protocol"], row["fold"], int(row["seed"]))
+
+
+def _na_row(spec: AgentSpec, protocol: Protocol, reason: str) -> dict:
+    return {"kind": "na", "agent": spec.name, "protocol": protocol.name, "reason": reason}
+
+
+def _training_log_row(agent: Any, spec: AgentSpec) -> dict | None:
+    """An agent's own training log (e.g. PPO losses): `training_log()` → [{"step": s, tag: v}]."""
+    getter = getattr(agent, "training_log", None)
+    if not callable(getter):
+        return None
+    records = []
+    for rec in getter() or []:
+        if isinstance(rec, dict) and "step" in rec:
+            values = {str(k): float(v) for k, v in rec.items() if k != "step" and _is_scalar(v)}
+            records.append({"step": int(rec["step"]), **values})
+    return {"kind": "log", "agent": spec.name, "records": records} if records else None
+
+
 class Runner:
-    """Runs every sequence of a plan into a ResultsLog (see the module docstring)."""
+    """Runs every sequence of a plan into a ResultsLog, in this process or on Ray (benchmarks.ray_bench)."""
 
     def __init__(
         self,
@@ -292,17 +501,31 @@ class Runner:
         self.budget = budget
         self.progress = progress
         self.share_fit = share_fit
-        self._fitted: dict[tuple[str, str, str], Any] = {}  # (agent, protocol, fold) -> fitted, unused agent
 
-    def env_for(self, spec: AgentSpec) -> Any:
-        return self.envs.get(("graph", "atp") if spec.needs_atp else ("graph",))
+    def known(self, seq: EpisodeSequence) -> Known:
+        return Known.of(self.log, seq, [p.id for p in env_for(self.envs, seq.agent).unwrapped.prompts])
 
-    def not_applicable(self, spec: AgentSpec, protocol: Protocol, reason: str) -> None:
-        if (spec.name, protocol.name) not in self.log.na:
-            self.log.append([{"kind": "na", "agent": spec.name, "protocol": protocol.name, "reason": reason}])
+    def record(self, event: Event, bar: Any, counts: dict) -> None:
+        """Append an event's rows (a `fit`, `na` or `log` row already in the file is not written twice)."""
+        rows = [r for r in event.rows if not self._recorded(r)]
+        if rows:
+            self.log.append(rows)
+        if event.count:
+            counts[event.count] += event.advance
+        bar.update(event.advance)
 
-    def run(self, sequences: Sequence[EpisodeSequence]) -> dict:
-        """Run all sequences; returns counts {"ran", "skipped", "replayed"}."""
+    def _recorded(self, row: dict) -> bool:
+        kind = row.get("kind")
+        if kind == "fit":
+            return _fit_key(row) in self.log.fits
+        if kind == "na":
+            return (row["agent"], row["protocol"]) in self.log.na
+        if kind == "log":
+            return row["agent"] in self.log.logs
+        return False
+
+    def run(self, sequences: Sequence[EpisodeSequence], executor: Any = None) -> dict:
+        """Run all sequences; returns counts {"ran", "skipped", "replayed"}. `executor`: ExecutorOptions."""
         from tqdm import tqdm
 
         total = sum(len(s.order) for s in sequences)
@@ -310,150 +533,13 @@ class Runner:
         with tqdm(
             total=total, desc="acd bench", unit="episode", disable=not self.progress, dynamic_ncols=True
         ) as bar:
-            for seq in sequences:
-                self._run_sequence(seq, bar, counts)
-        return counts
+            if executor is not None and executor.is_ray:
+                from benchmarks.ray_bench import run_on_ray
 
-    def _run_sequence(self, seq: EpisodeSequence, bar: Any, counts: dict) -> None:
-        spec, protocol, fold, seed = seq.agent, seq.protocol, seq.fold, seq.seed
-        if (spec.name, protocol.name) in self.log.na:
-            bar.update(len(seq.order))
-            return
-        env = self.env_for(spec)
-        prompts = env.unwrapped.prompts
-        keys = [(spec.name, protocol.name, prompts[i].id, seed) for i in seq.order]
-        pending = [k not in self.log.episodes for k in keys]
-        if not any(pending):
-            bar.update(len(keys))
-            counts["skipped"] += len(keys)
-            return
-        if spec.needs_atp and not self.envs.has_atp:
-            self.not_applicable(
-                spec,
-                protocol,
-                "needs the attribution-patching columns (tables built with --descriptors graph,atp)",
-            )
-            bar.update(len(keys))
-            return
-        started = any(k in self.log.episodes for k in keys)
-        try:
-            reason = applicability(spec.cls if spec.cls is not None else spec.build(seed), protocol)
-            agent = None if reason else self._agent(spec, protocol, fold, seed, env)
-        except ACDError as e:  # the agent cannot be built or fitted here (e.g. no shipped policy for this K)
-            if started:
-                raise
-            reason = str(e)
-        if reason:
-            self.not_applicable(spec, protocol, reason)
-            bar.update(len(keys))
-            return
-        if getattr(agent, "privileged", False):
-            agent.attach_oracle(env.unwrapped.oracle_effects)
-        self._training_log(agent, spec)
-        last_pending = max(i for i, p in enumerate(pending) if p)
-        base = {"agent": spec.name, "protocol": protocol.name, "fold": fold.name}
-        for idx, (prompt_index, key) in enumerate(zip(seq.order, keys, strict=True)):
-            if idx > last_pending:
-                bar.update(len(keys) - idx)
-                counts["skipped"] += len(keys) - idx
-                break
-            if not protocol.keep_memory:
-                agent.reset_memory()
-            done = self.log.episodes.get(key)
-            if done is not None and not protocol.keep_memory:
-                bar.update(1)
-                counts["skipped"] += 1
-                continue
-            try:
-                rows = run_episode(env, agent, prompt_index, seed, dict(base, order=idx), self.budget)
-            except ACDError as e:  # e.g. an agent that needs descriptor columns this env lacks
-                if idx == 0 and not started:
-                    self.not_applicable(spec, protocol, str(e))
-                    bar.update(len(keys))
-                    return
-                raise
-            if done is not None:  # replayed to rebuild memory: check it matches what was recorded
-                counts["replayed"] += 1
-                if rows[-1]["metrics"]["efficiency"] != done["metrics"]["efficiency"]:
-                    warnings.warn(
-                        f"resuming {spec.name}/{protocol.name} seed {seed}: replaying prompt {key[2]} gave efficiency "
-                        f"{rows[-1]['metrics']['efficiency']:.6f}, recorded {done['metrics']['efficiency']:.6f}; "
-                        "the agent is not deterministic, so the resumed stream may differ from an uninterrupted one",
-                        stacklevel=2,
-                    )
+                run_on_ray(self, sequences, executor, lambda ev: self.record(ev, bar, counts))
             else:
-                self.log.append(rows)
-                counts["ran"] += 1
-            bar.update(1)
-
-    def _agent(self, spec: AgentSpec, protocol: Protocol, fold: Fold, seed: int, env: Any) -> Any:
-        """The agent for a sequence: built with `seed` and, where the fold fits, fitted.
-
-        With `share_fit` (default) the fit is done once per (agent, protocol, fold), on an agent built with the
-        first seed that needs it, and every seed gets a deep copy of that fitted agent with its `seed` and `rng`
-        set to its own (the BaseAgent convention; episode randomness derives from them). Seeds then vary the
-        episodes, not the offline fit. `share_fit=False` (`acd bench --fit-per-seed`) fits every seed itself,
-        for agents whose fit is stochastic; so does an agent that cannot be deep-copied.
-        """
-        if not fold.fits or (spec.cls is not None and not callable(getattr(spec.cls, "fit", None))):
-            return spec.build(seed)
-        key = (spec.name, protocol.name, fold.name)
-        if not self.share_fit:
-            agent = spec.build(seed)
-            self._fit(agent, spec, protocol, fold, seed, env)
-            return agent
-        if key not in self._fitted:
-            template = spec.build(seed)
-            if not callable(getattr(template, "fit", None)):
-                return template
-            self._fit(template, spec, protocol, fold, seed, env)
-            self._fitted[key] = template
-        try:
-            agent = copy.deepcopy(self._fitted[key])
-        except Exception:  # not copyable: fit this seed's own agent
-            agent = spec.build(seed)
-            self._fit(agent, spec, protocol, fold, seed, env)
-            return agent
-        if hasattr(agent, "seed"):
-            agent.seed = seed
-        if hasattr(agent, "rng"):
-            agent.rng = np.random.default_rng(seed)
-        return agent
-
-    def _fit(self, agent: Any, spec: AgentSpec, protocol: Protocol, fold: Fold, seed: int, env: Any) -> None:
-        names = [n for n in env.unwrapped.settings.descriptor_names]
-        tables = [restrict_table(t, names) for t in fold.tables() or []]
-        start = time.perf_counter()
-        agent.fit(tables)
-        elapsed = time.perf_counter() - start
-        key = (spec.name, protocol.name, fold.name, seed)
-        if key not in self.log.fits:
-            self.log.append(
-                [
-                    {
-                        "kind": "fit",
-                        "agent": spec.name,
-                        "protocol": protocol.name,
-                        "fold": fold.name,
-                        "seed": seed,
-                        "source": fold.fit_source,
-                        "n_tables": len(tables),
-                        "fit_s": elapsed,
-                    }
-                ]
-            )
-
-    def _training_log(self, agent: Any, spec: AgentSpec) -> None:
-        """An agent's own training log (e.g. PPO losses), written once: `training_log()` → [{"step": s, tag: v}]."""
-        if spec.name in self.log.logs:
-            return
-        getter = getattr(agent, "training_log", None)
-        if not callable(getter):
-            return
-        records = []
-        for rec in getter() or []:
-            if isinstance(rec, dict) and "step" in rec:
-                values = {str(k): float(v) for k, v in rec.items() if k != "step" and _is_scalar(v)}
-                records.append({"step": int(rec["step"]), **values})
-        if records:
-            self.log.append([{"kind": "log", "agent": spec.name, "records": records}])
+                agents = AgentFactory(self.share_fit)
+                for seq in sequences:
+                    for event in sequence_events(seq, self.envs, self.budget, self.known(seq), agents):
+                        self.record(event, bar, counts)
+        return counts

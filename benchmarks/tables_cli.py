@@ -3,20 +3,27 @@ engine and save the circuit table atomically (acd_env.table_build).
 
     acd tables build --model toy-4l --task ioi --split test
     acd tables build --model toy-4l --task ioi --split train --n 20 --descriptors graph,atp --out /tmp/ioi.npz
+    acd tables build --task ioi --executor ray --workers 2       # on Ray (benchmarks/executors.py)
 
 Default output: `tables/<model>/<task>-<split>.npz` under the current directory; use it with
 `acd bench --tables tables/<model>` or `CircuitDiscoveryEnv(backend="replay", tables=PATH)`. (The tables shipped
 with the toy models are rebuilt by scripts/build_tables.py, with the attribution-patching columns.)
+
+Resuming: finished prompts are written in shards to `.<name>.shards/` beside the output; a build that is
+killed resumes from them when re-run with the same settings (`--restart` discards them). The table itself is
+written atomically once every prompt is in, and the shards are removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from acd_env.errors import ACDError, unknown
+from benchmarks.executors import add_executor_args
 
 
 def default_out(model: str, task: str, split: str) -> Path:
@@ -24,12 +31,26 @@ def default_out(model: str, task: str, split: str) -> Path:
     return Path("tables") / safe / f"{task}-{split}.npz"
 
 
+def check_out_path(out: Path) -> None:
+    """The output must be a writable .npz file path (checked before any model is loaded)."""
+    if out.suffix != ".npz":
+        raise ACDError(f"--out {str(out)!r} must end in .npz")
+    if out.is_dir():
+        raise ACDError(f"--out {str(out)!r} is a directory; give a file path ending in .npz")
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ACDError(f"--out {str(out)!r}: {str(parent)!r} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ACDError(f"--out {str(out)!r}: directory {str(parent)!r} is not writable")
+
+
 def build(args: argparse.Namespace) -> int:
     from acd_env.case import CaseSettings
     from acd_env.interventions import INTERVENTION_TYPES
-    from acd_env.table_build import build_table_file
+    from acd_env.table_build import TableJob, build_table_file
     from acd_env.tasks import available_tasks
     from acd_env.tasks.grammar import SPLITS
+    from benchmarks.executors import check_available, executor_options
     from benchmarks.modelarg import check_model_name, load_model_arg
 
     check_model_name(args.model)
@@ -44,10 +65,10 @@ def build(args: argparse.Namespace) -> int:
     for t in interventions:
         if t not in INTERVENTION_TYPES:
             raise unknown("intervention", t, INTERVENTION_TYPES)
-    for name in ("k", "n"):
+    for name in ("k", "n", "shard_size"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            raise ACDError(f"--{name} must be a positive integer, got {value}")
+            raise ACDError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     settings = CaseSettings(
         n_candidates=args.k,
         interventions=interventions,
@@ -55,12 +76,37 @@ def build(args: argparse.Namespace) -> int:
         descriptors=descriptors,
         freeze_attention=args.freeze_attention,
     )
+    opts = executor_options(args)
     out = Path(args.out) if args.out else default_out(args.model, args.task, args.split)
+    check_out_path(out)
+    check_available(opts)
     start = time.perf_counter()
-    model = load_model_arg(args.model, args.device)
-    path = build_table_file(
-        model, args.task, args.split, out, settings, n=args.n, progress=not args.no_progress
-    )
+    if opts.is_ray:
+        from benchmarks.ray_tables import build_table_on_ray
+
+        job = TableJob(args.model, args.task, args.split, settings, args.n)
+        path = build_table_on_ray(
+            job,
+            out,
+            opts,
+            device=args.device,
+            progress=not args.no_progress,
+            restart=args.restart,
+            shard_size=args.shard_size,
+        )
+    else:
+        model = load_model_arg(args.model, args.device)
+        path = build_table_file(
+            model,
+            args.task,
+            args.split,
+            out,
+            settings,
+            n=args.n,
+            progress=not args.no_progress,
+            restart=args.restart,
+            shard_size=args.shard_size,
+        )
     print(f"wrote {path} ({time.perf_counter() - start:.1f} s); use it with acd bench --tables {path.parent}")
     return 0
 
@@ -92,6 +138,9 @@ def add_parser(subparsers: Any) -> None:
     b.add_argument("--steering-scale", type=float, default=4.0, help="steering factor (default: 4.0)")
     b.add_argument("--freeze-attention", action="store_true", help="measure with attention patterns frozen")
     b.add_argument("--device", help="torch device")
+    b.add_argument("--restart", action="store_true", help="discard the shards of an interrupted build")
+    b.add_argument("--shard-size", type=int, default=16, help="prompts per shard (default: 16)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_executor_args(b)
     b.set_defaults(func=build)
     p.set_defaults(func=lambda args: p.error("choose an action: build") if args.tables_command is None else 0)

@@ -652,3 +652,24 @@ def test_default_bench_on_the_shipped_tables(tmp_path, capsys):
     assert rows[("zero-shot", "oracle")]["efficiency"] == 1.0
     assert rows[("train-test", "ranker")]["status"] == "ok"
     assert len(doc["config"]["seeds"]) >= 5
+
+
+def test_results_log_refuses_corruption_that_is_not_a_torn_tail(tmp_path):
+    """A bad line followed by complete rows is corruption (refused, nothing truncated); a row missing its keys
+    is refused too; only a bad *last* line is a torn write and is cut."""
+    from acd_env.errors import ACDError
+    from benchmarks.runner import ResultsLog
+
+    fit = {"kind": "fit", "agent": "ranker", "protocol": "train-test", "fold": "all", "seed": 0, "fit_s": 0.1}
+    good = (json.dumps(fit) + "\n").encode()
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(good + b"{not json\n" + good)
+    with pytest.raises(ACDError, match="line 2 is not a results row.*corrupt"):
+        ResultsLog(path)
+    assert path.read_bytes() == good + b"{not json\n" + good
+    path.write_bytes(good + b'{"kind": "episode"}\n')
+    with pytest.raises(ACDError, match="line 2: a 'episode' row without a valid 'agent' field"):
+        ResultsLog(path)
+    path.write_bytes(good + good + b'{"kind": "fi')
+    log = ResultsLog(path)
+    assert log.truncated_bytes == len(b'{"kind": "fi') and path.read_bytes() == good + good
