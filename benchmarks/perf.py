@@ -1,11 +1,12 @@
 """`acd perf`: the performance figures of DESIGN §9, measured in one run, as ratios where timing is noisy.
 
-    acd perf [--quick] [--model toy-4l] [--json PATH] [--skip-bench]
+    acd perf [--quick] [--model toy-4l] [--device cuda] [--json PATH] [--skip-bench] [--skip-ray]
 
 Figures: live `env.step` ÷ bare `feature_intervention`; batched sweep of all K×types vs one by one (with an
 equality check); replay steps/s (single env and a vector env); `aif` decision latency for K = 64/256/512 ×
 3 types after JIT and its compile time; how live step and attribution time grow with prompt length and K;
-default `acd bench` wall time; peak memory.
+a circuit table's per-prompt cost (attribution, batched sweep) and `acd tables build` local vs Ray with 2
+workers (a ratio; Ray start-up included); default `acd bench` wall time; peak memory.
 """
 
 from __future__ import annotations
@@ -166,6 +167,52 @@ def scaling(model: Any, quick: bool) -> dict:
     return {"scaling": rows}
 
 
+def table_cost(model: Any, quick: bool) -> dict:
+    """Per-prompt cost of a circuit table: attribution + descriptors, and the batched sweep of K × types."""
+    from acd_env.backends import LiveBackend
+    from acd_env.case import CaseSettings
+    from acd_env.tasks import load_task
+
+    prompts = load_task("ioi", split="test", n=2 if quick else 6)
+    backend = LiveBackend(model, prompts, CaseSettings())
+    backend.case(0)  # warm-up (first-call allocations)
+    case_s, sweep_s = [], []
+    for i in range(1, len(prompts)):
+        t0 = time.perf_counter()
+        backend.case(i)
+        case_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        backend.oracle(i)
+        sweep_s.append(time.perf_counter() - t0)
+    return {
+        "table_prompt_attribution_s": statistics.mean(case_s),
+        "table_prompt_sweep_s": statistics.mean(sweep_s),
+    }
+
+
+def ray_tables_ratio(model: str, quick: bool) -> dict:
+    """`acd tables build` of one task split, local vs `--executor ray --workers 2` (fresh processes; Ray's
+    start-up and each worker's model load included)."""
+    import importlib.util
+    import tempfile
+
+    if importlib.util.find_spec("ray") is None:
+        return {"ray_tables_error": "ray is not installed"}
+    n = "8" if quick else "40"
+    walls = {}
+    with tempfile.TemporaryDirectory() as out:
+        for name, extra in (("local", []), ("ray", ["--executor", "ray", "--workers", "2"])):
+            cmd = [sys.executable, "-m", "benchmarks.cli", "tables", "build", "--model", model, "--task", "ioi",
+                   "--n", n, "--out", f"{out}/{name}.npz", "--no-progress", *extra]  # fmt: skip
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            walls[name] = time.perf_counter() - t0
+            if proc.returncode != 0:
+                return {"ray_tables_error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return {"tables_prompts": int(n), "tables_local_s": walls["local"], "tables_ray2_s": walls["ray"],
+            "tables_local_over_ray2": walls["local"] / walls["ray"]}  # fmt: skip
+
+
 def bench_wall(quick: bool) -> dict:
     """Wall time of the default `acd bench` (model load included) in a fresh process."""
     import tempfile
@@ -197,17 +244,25 @@ def verdicts(figures: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from acd_env.errors import ACDError, check_out_dir
     from acd_env.models import load_model
 
+    if args.threads < 1:
+        raise ACDError(f"--threads must be a positive integer, got {args.threads}")
+    if args.json:
+        check_out_dir(Path(args.json).parent, "--json")
     torch.set_num_threads(args.threads)
     quick = args.quick
-    model = load_model(args.model)
+    model = load_model(args.model, args.device)
     figures: dict[str, Any] = {}
     figures.update(live_step_ratio(model, reps=12 if quick else 40))
     figures.update(batched_sweep(model, reps=2 if quick else 5))
     figures.update(replay_throughput(args.model, n_steps=5_000 if quick else 100_000))
     figures.update(aif_latency(quick))
     figures.update(scaling(model, quick))
+    figures.update(table_cost(model, quick))
+    if not args.skip_ray:
+        figures.update(ray_tables_ratio(args.model, quick))
     if not args.skip_bench:
         figures.update(bench_wall(quick))
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -255,5 +310,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model", default="toy-4l")
     p.add_argument("--json", default=None, help="also write the report as JSON here")
     p.add_argument("--skip-bench", action="store_true", help="do not time the default `acd bench`")
+    p.add_argument("--skip-ray", action="store_true", help="do not time `acd tables build` local vs Ray")
+    p.add_argument("--device", default=None, help="torch device (e.g. cuda; default: cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1; see README)")
     p.set_defaults(func=run)

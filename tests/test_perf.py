@@ -13,7 +13,17 @@ import pytest
 def test_perf_quick_json_schema(tmp_path):
     out = tmp_path / "perf.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cli", "perf", "--quick", "--skip-bench", "--json", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.cli",
+            "perf",
+            "--quick",
+            "--skip-bench",
+            "--skip-ray",
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -31,6 +41,8 @@ def test_perf_quick_json_schema(tmp_path):
         "replay_vec4_steps_per_s",
         "aif_decision_ms_k512",
         "aif_compile_s_k64",
+        "table_prompt_attribution_s",
+        "table_prompt_sweep_s",
         "peak_rss_mb",
     ):
         assert isinstance(figures[key], float) and figures[key] >= 0, key
