@@ -81,32 +81,15 @@ def build(args: argparse.Namespace) -> int:
     check_out_path(out)
     check_available(opts)
     start = time.perf_counter()
+    common = dict(progress=not args.no_progress, restart=args.restart, shard_size=args.shard_size)
     if opts.is_ray:
         from benchmarks.ray_tables import build_table_on_ray
 
         job = TableJob(args.model, args.task, args.split, settings, args.n)
-        path = build_table_on_ray(
-            job,
-            out,
-            opts,
-            device=args.device,
-            progress=not args.no_progress,
-            restart=args.restart,
-            shard_size=args.shard_size,
-        )
+        path = build_table_on_ray(job, out, opts, device=args.device, **common)
     else:
         model = load_model_arg(args.model, args.device)
-        path = build_table_file(
-            model,
-            args.task,
-            args.split,
-            out,
-            settings,
-            n=args.n,
-            progress=not args.no_progress,
-            restart=args.restart,
-            shard_size=args.shard_size,
-        )
+        path = build_table_file(model, args.task, args.split, out, settings, n=args.n, **common)
     print(f"wrote {path} ({time.perf_counter() - start:.1f} s); use it with acd bench --tables {path.parent}")
     return 0
 
