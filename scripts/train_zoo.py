@@ -39,7 +39,9 @@ BASE = dict(
 )  # fmt: skip
 RECIPES = {
     "toy-4l": dict(BASE),
-    "toy-4l-w160": dict(BASE, d_model=160, n_heads=5, d_mlp=640, seed=2),
+    # the held-out-model partner: another seed and width. d_model 160 / 5 heads with seed 2 missed the
+    # induction accuracy bar (0.925); d_model 144 with seed 2 passed every bar (BENCHMARKS.md).
+    "toy-4l-w144": dict(BASE, d_model=144, n_heads=4, d_mlp=576, seed=2),
 }
 QUICK = dict(
     n_layers=2, d_model=32, n_heads=2, d_mlp=128, d_transcoder=64, steps=30, batch=16,

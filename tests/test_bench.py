@@ -664,7 +664,7 @@ def test_results_log_refuses_corruption_that_is_not_a_torn_tail(tmp_path):
     good = (json.dumps(fit) + "\n").encode()
     path = tmp_path / "results.jsonl"
     path.write_bytes(good + b"{not json\n" + good)
-    with pytest.raises(ACDError, match="line 2 is not a results row.*corrupt"):
+    with pytest.raises(ACDError, match=r"line 2 is not a results row.*corrupt"):
         ResultsLog(path)
     assert path.read_bytes() == good + b"{not json\n" + good
     path.write_bytes(good + b'{"kind": "episode"}\n')
@@ -673,3 +673,26 @@ def test_results_log_refuses_corruption_that_is_not_a_torn_tail(tmp_path):
     path.write_bytes(good + good + b'{"kind": "fi')
     log = ResultsLog(path)
     assert log.truncated_bytes == len(b'{"kind": "fi') and path.read_bytes() == good + good
+
+
+@pytest.mark.skipif(
+    len(__import__("acd_env.models.toy", fromlist=["x"]).toy_names()) < 2, reason="one zoo model"
+)
+def test_held_out_model_on_the_shipped_zoo(tmp_path):
+    """held-out-model end to end on the real zoo: agents fitted on the second model's train tables, tested on
+    toy-4l; the fit rows name the other model, the leaderboard has a row per agent."""
+    from acd_env.models.toy import toy_names
+
+    other = next(m for m in toy_names() if m != "toy-4l")
+    out = tmp_path / "hm"
+    args = ["bench", "--protocol", "held-out-model", "--agents", "greedy,ranker,aif", "--seeds", "1",
+            "--prompts-per-task", "1", "--reps", "100", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    fits = [r for r in rows if r["kind"] == "fit"]
+    assert {r["agent"] for r in fits} == {"ranker", "aif"}
+    assert all(r["source"].startswith(f"{other} train") for r in fits)
+    board = json.loads((out / "leaderboard.json").read_text())["rows"]
+    assert {(r["protocol"], r["agent"], r["status"]) for r in board} == {
+        ("held-out-model", a, "ok") for a in ("greedy", "ranker", "aif")
+    }

@@ -112,25 +112,44 @@ def test_pretrained_offline_fails_fast_with_advice(tmp_path):
         assert seconds < 10, f"{name} took {seconds:.1f} s to fail"
 
 
+ZOO = toy_models.toy_names()
+
+
+def test_the_zoo_has_a_held_out_model_partner():
+    """held-out-model needs a second discriminative zoo model with train tables (DESIGN §3, §7)."""
+    from acd_env.table_store import shipped_table_path
+
+    assert DEFAULT_TOY in ZOO and len(ZOO) >= 2, ZOO
+    for name in ZOO:
+        for task in TOY_TASKS:
+            assert shipped_table_path(name, task, "train").is_file(), (name, task)
+    size = sum(f.stat().st_size for f in toy_models.ZOO_DIR.rglob("*") if f.is_file())
+    assert size < 24e6, f"the shipped zoo is {size / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("name", ZOO)
 @pytest.mark.parametrize("task", TOY_TASKS)
-def test_toy_model_answers_the_test_split(toy_model, task):
+def test_toy_model_answers_the_test_split(name, task):
     """Quality bar (DESIGN.md §3): every task answered correctly on ≥ 95 % of its test prompts."""
-    prompts = load_task(task, model=toy_model, split="test")
+    model = load_model(name)
+    prompts = load_task(task, model=model, split="test")
     wrong = []
     with torch.no_grad():
         for p in prompts:
-            logits = toy_model(toy_model.ensure_tokenized(p.clean).unsqueeze(0))[0, -1]
-            if int(logits.argmax()) != _answer(toy_model, p.answer):
+            logits = model(model.ensure_tokenized(p.clean).unsqueeze(0))[0, -1]
+            if int(logits.argmax()) != _answer(model, p.answer):
                 wrong.append(p.clean)
     accuracy = 1 - len(wrong) / len(prompts)
-    assert accuracy >= 0.95, f"{task}: {accuracy:.3f} on {len(prompts)} prompts; wrong: {wrong[:5]}"
+    assert accuracy >= 0.95, f"{name} {task}: {accuracy:.3f} on {len(prompts)} prompts; wrong: {wrong[:5]}"
 
 
 @pytest.mark.slow
-def test_graph_scores_quality_bar(toy_model):
+@pytest.mark.parametrize("name", ZOO)
+def test_graph_scores_quality_bar(name):
     """Quality bar: mean replacement ≥ 0.7 and completeness ≥ 0.85 (5 test prompts per task)."""
     from circuit_tracer.graph import compute_graph_scores
 
+    toy_model = load_model(name)
     scores = {}
     for task in TOY_TASKS:
         for p in load_task(task, split="test", n=5):
