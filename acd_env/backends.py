@@ -73,11 +73,15 @@ class LiveBackend:
             self._means = mean_activations(self.model, self._reference)
         return self._means
 
+    def _key(self, i: int) -> tuple:
+        prompt = self.prompts[i]
+        reference = None if prompt.counterfactual else tuple(p.id for p in self._reference)
+        return (prompt, self.settings, reference)
+
     def _entry(self, i: int) -> tuple[PromptCase, CleanState]:
         if i not in self._cases:
             prompt = self.prompts[i]
-            reference = None if prompt.counterfactual else tuple(p.id for p in self._reference)
-            key = (prompt, self.settings, reference)
+            key = self._key(i)
             cache = _CASE_CACHE.setdefault(self.model, {})
             cached = cache.get(key)
             if cached is None:
@@ -93,9 +97,11 @@ class LiveBackend:
         return self._entry(i)[0]
 
     def forget(self, i: int) -> None:
-        """Drop this backend's references to prompt i (a table build measures each prompt once)."""
+        """Drop prompt i from this backend and from the process-wide cache (a table build measures each prompt
+        once; on a large model the cached clean activations of hundreds of prompts would not fit)."""
         self._cases.pop(i, None)
         self._oracle.pop(i, None)
+        _CASE_CACHE.get(self.model, {}).pop(self._key(i), None)
 
     def step(self, i: int, k: int, t: int) -> Step:
         case, clean = self._entry(i)

@@ -83,12 +83,14 @@ class PromptMeasurer:
     def describe(self) -> dict:
         return {"meta": self.meta, "prompt_ids": [p.id for p in self.prompts]}
 
-    def measure(self, i: int) -> MeasuredPrompt:
+    def measure(self, i: int, *, forget: bool = True) -> MeasuredPrompt:
+        """Measure prompt i; with `forget`, drop its cached attribution afterwards (a build needs it once)."""
         start = time.perf_counter()
         case = self.backend.case(i)
         effects = self.backend.oracle(i)
         measured = {n: np.asarray(getattr(effects, n)) for n in MEASUREMENT_NAMES}
-        self.backend.forget(i)
+        if forget:
+            self.backend.forget(i)
         return MeasuredPrompt(i, case, measured, time.perf_counter() - start)
 
 
@@ -222,7 +224,8 @@ def build_task_table(
     """Measure every (candidate, type) of a task split's prompts in memory; `model` is a name or a model."""
     measurer = PromptMeasurer(model, task, split, settings, n=n)
     start = time.perf_counter()
-    items = [measurer.measure(i) for i in range(len(measurer.prompts))]
+    # in memory: the attributions stay cached, so a live env on the same prompts does not redo them
+    items = [measurer.measure(i, forget=False) for i in range(len(measurer.prompts))]
     measurements = {n_: np.stack([m.measurements[n_] for m in items]) for n_ in MEASUREMENT_NAMES}
     meta = dict(measurer.meta, build_seconds=round(time.perf_counter() - start, 3))
     return CircuitTable(meta, [m.case for m in items], measurements)

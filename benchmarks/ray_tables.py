@@ -101,6 +101,8 @@ def build_table_on_ray(
     echo: Callable[[str], None] = print,
 ) -> Path:
     """Build one table on Ray workers; the table equals `build_table_file`'s for the same job."""
+    if device is None and opts.gpus_per_worker > 0:
+        device = "cuda"  # Ray points each GPU worker at its own share (CUDA_VISIBLE_DEVICES)
     with ray_session(opts) as ray:
         n_workers = worker_count(ray, opts)
         actor = ray.remote(TableWorker).options(

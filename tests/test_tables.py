@@ -109,3 +109,24 @@ def test_write_is_atomic(table, tmp_path, monkeypatch):
     assert target.read_bytes() == before  # the old table is intact
     assert not list(tmp_path.glob("*.tmp"))  # and nothing half-written is left
     assert zipfile.is_zipfile(target)
+
+
+def test_file_build_equals_in_memory_build_and_releases_the_attribution_cache(model, tmp_path):
+    """The sharded file build gives the in-memory table (same prompts, measurements, metadata apart from timing)
+    and drops each prompt's cached attribution once measured (clean activations of a large model would pile
+    up over a long build), leaving no shards behind."""
+    from acd_env.backends import _CASE_CACHE
+    from acd_env.table_build import build_table_file, shard_dir
+
+    settings = CaseSettings(n_candidates=16, steering_scale=3.0)  # not cached by another test's env
+    out = build_table_file(model, "counting", "test", tmp_path / "c.npz", settings, n=2, shard_size=1)
+    built = load_table(out)
+    assert not shard_dir(out).exists()
+    assert not [key for key in _CASE_CACHE.get(model, {}) if key[1] == settings]
+    again = build_task_table(model, "counting", "test", settings, n=2)
+    for name, values in again.measurements.items():
+        np.testing.assert_array_equal(built.measurements[name], values)
+    strip = ("build_seconds", "n_prompts")
+    assert {k: v for k, v in built.meta.items() if k not in strip} == {
+        k: v for k, v in again.meta.items() if k not in strip
+    }
