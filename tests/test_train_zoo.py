@@ -91,9 +91,10 @@ def test_two_quick_builds_are_identical(built, tmp_path):
 def _start_and_stop(out: Path, sig: int) -> subprocess.Popen:
     """Start a quick build, wait until it is training (its temporary directory exists), then signal it."""
     cmd = [sys.executable, "-u", "scripts/train_zoo.py", "--quick", "--out", str(out)]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen(  # SIGINT back to default: a runner that started us in the background ignores it
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # "model step 0 ..." is printed after the first training step
