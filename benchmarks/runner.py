@@ -62,6 +62,10 @@ def episode_key(row: dict) -> tuple:
     return (row["agent"], row["protocol"], row["prompt_id"], int(row["seed"]))
 
 
+def fit_key(row: dict) -> tuple:
+    return (row["agent"], row["protocol"], row["fold"], int(row["seed"]))
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe value: numpy scalars to Python, NaN/inf to None."""
     if isinstance(value, dict):
@@ -152,7 +156,7 @@ class ResultsLog:
         if kind == "episode":
             self.episodes[episode_key(row)] = row
         elif kind == "fit":
-            self.fits.add((row["agent"], row["protocol"], row["fold"], int(row["seed"])))
+            self.fits.add(fit_key(row))
         elif kind == "na":
             self.na.add((row["agent"], row["protocol"]))
         elif kind == "log":
@@ -294,18 +298,17 @@ def _is_scalar(v: Any) -> bool:
 
 @dataclass
 class Known:
-    """What the results file already holds that a sequence needs to know (a picklable snapshot)."""
+    """What the results file already holds that decides how a sequence runs (a picklable snapshot). Rows it
+    yields that the file already has (`fit`, `na`, `log`) are dropped when they are recorded (`Runner.record`)."""
 
     episodes: dict[tuple, float]  # episode key -> recorded efficiency
-    na: set[tuple]
-    fits: set[tuple]
-    logs: set[str]
+    not_applicable: bool  # the (agent, protocol) is already marked n/a
 
     @classmethod
     def of(cls, log: ResultsLog, seq: EpisodeSequence, prompt_ids: Sequence[str]) -> Known:
         keys = [(seq.agent.name, seq.protocol.name, prompt_ids[i], seq.seed) for i in seq.order]
         done = {k: log.episodes[k]["metrics"]["efficiency"] for k in keys if k in log.episodes}
-        return cls(done, set(log.na), set(log.fits), set(log.logs))
+        return cls(done, (seq.agent.name, seq.protocol.name) in log.na)
 
 
 class Event(NamedTuple):
@@ -390,10 +393,9 @@ def sequence_events(
     n = len(seq.order)
 
     def na(reason: str) -> Event:
-        rows = [] if (spec.name, protocol.name) in known.na else [_na_row(spec, protocol, reason)]
-        return Event(rows, n)
+        return Event([{"kind": "na", "agent": spec.name, "protocol": protocol.name, "reason": reason}], n)
 
-    if (spec.name, protocol.name) in known.na:
+    if known.not_applicable:
         yield Event([], n)
         return
     env = env_for(envs, spec)
@@ -420,15 +422,13 @@ def sequence_events(
     if reason:
         yield na(reason)
         return
-    fit_rows = [r for r in fit_rows if _fit_key(r) not in known.fits]
     if fit_rows:
         yield Event(fit_rows)
     if getattr(agent, "privileged", False):
         agent.attach_oracle(env.unwrapped.oracle_effects)
-    if spec.name not in known.logs:
-        log_row = _training_log_row(agent, spec)
-        if log_row:
-            yield Event([log_row])
+    log_row = _training_log_row(agent, spec)
+    if log_row:
+        yield Event([log_row])
     last_pending = max(i for i, p in enumerate(pending) if p)
     base = {"agent": spec.name, "protocol": protocol.name, "fold": seq.fold.name}
     for idx, (prompt_index, key) in enumerate(zip(seq.order, keys, strict=True)):
@@ -461,14 +461,6 @@ def sequence_events(
             yield Event([], 1, "replayed")
         else:
             yield Event(rows, 1, "ran")
-
-
-def _fit_key(row: dict) -> tuple:
-    return (row["agent"], row["protocol"], row["fold"], int(row["seed"]))
-
-
-def _na_row(spec: AgentSpec, protocol: Protocol, reason: str) -> dict:
-    return {"kind": "na", "agent": spec.name, "protocol": protocol.name, "reason": reason}
 
 
 def _training_log_row(agent: Any, spec: AgentSpec) -> dict | None:
@@ -517,7 +509,7 @@ class Runner:
     def _recorded(self, row: dict) -> bool:
         kind = row.get("kind")
         if kind == "fit":
-            return _fit_key(row) in self.log.fits
+            return fit_key(row) in self.log.fits
         if kind == "na":
             return (row["agent"], row["protocol"]) in self.log.na
         if kind == "log":
