@@ -44,6 +44,18 @@ def check_seed(value: object, name: str = "seed") -> int:
     return int(value)  # type: ignore[arg-type]
 
 
+def _check_writable_home(out: Path, start: Path, flag: str, kind: str) -> None:
+    """The nearest existing folder at or above `start` (where `out` would be created) must be a writable
+    directory."""
+    home = start
+    while not home.exists() and home.parent != home:
+        home = home.parent
+    if home.exists() and not home.is_dir():
+        raise ACDError(f"{flag} {str(out)!r} lies under the file {str(home)!r}; give a {kind} path")
+    if home.exists() and not os.access(home, os.W_OK | os.X_OK):
+        raise ACDError(f"{flag} {str(out)!r} is not writable ({str(home)!r} is read-only); choose another")
+
+
 def check_out_dir(path: object, flag: str = "--out") -> Path:
     """Refuse an output directory that cannot be one, before any work is done (nothing is created here).
 
@@ -53,13 +65,17 @@ def check_out_dir(path: object, flag: str = "--out") -> Path:
     out = Path(path)  # type: ignore[arg-type]
     if out.exists() and not out.is_dir():
         raise ACDError(f"{flag} {str(out)!r} is a file, not a directory; give a directory path")
-    parent = out
-    while not parent.exists():
-        if parent.parent == parent:
-            break
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise ACDError(f"{flag} {str(out)!r} lies under the file {str(parent)!r}; give a directory path")
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise ACDError(f"{flag} {str(out)!r} is not writable ({str(parent)!r} is read-only); choose another")
+    _check_writable_home(out, out, flag, "directory")
+    return out
+
+
+def check_out_file(path: object, flag: str = "--out", *, suffix: str) -> Path:
+    """Refuse an output file path that cannot be written (wrong suffix, a directory, under a file, in a
+    read-only folder), before any work is done; nothing is created here."""
+    out = Path(path)  # type: ignore[arg-type]
+    if out.suffix != suffix:
+        raise ACDError(f"{flag} {str(out)!r} must end in {suffix}")
+    if out.is_dir():
+        raise ACDError(f"{flag} {str(out)!r} is a directory; give a file path ending in {suffix}")
+    _check_writable_home(out, out.parent, flag, "file")
     return out

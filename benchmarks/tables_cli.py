@@ -17,31 +17,17 @@ written atomically once every prompt is in, and the shards are removed.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from acd_env.errors import ACDError, unknown
+from acd_env.errors import ACDError, check_out_file, unknown
 from benchmarks.executors import add_executor_args
 
 
 def default_out(model: str, task: str, split: str) -> Path:
     safe = Path(model).name if Path(model).is_dir() else model.replace("/", "_").replace(":", "_")
     return Path("tables") / safe / f"{task}-{split}.npz"
-
-
-def check_out_path(out: Path) -> None:
-    """The output must be a writable .npz file path (checked before any model is loaded)."""
-    if out.suffix != ".npz":
-        raise ACDError(f"--out {str(out)!r} must end in .npz")
-    if out.is_dir():
-        raise ACDError(f"--out {str(out)!r} is a directory; give a file path ending in .npz")
-    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), Path("."))
-    if not parent.is_dir():
-        raise ACDError(f"--out {str(out)!r}: {str(parent)!r} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ACDError(f"--out {str(out)!r}: directory {str(parent)!r} is not writable")
 
 
 def build(args: argparse.Namespace) -> int:
@@ -78,7 +64,7 @@ def build(args: argparse.Namespace) -> int:
     )
     opts = executor_options(args)
     out = Path(args.out) if args.out else default_out(args.model, args.task, args.split)
-    check_out_path(out)
+    check_out_file(out, "--out", suffix=".npz")  # before any model is loaded
     check_available(opts)
     start = time.perf_counter()
     common = dict(progress=not args.no_progress, restart=args.restart, shard_size=args.shard_size)

@@ -560,7 +560,9 @@ CATALOGUE = [
     cli("tables-prompt-empty", build("--task", prompts_file(EMPTY)), "is empty"),
     cli("tables-prompt-too-long", build("--task", prompts_file(LONG_ROW)), f"holds {N_CTX}"),
     cli("tables-prompt-cf-length", build("--task", prompts_file(CF_LENGTH)), "same token length"),
-    cli("tables-out-under-a-file", build("--out", lambda ctx: ctx.file("f") / "t.npz"), "is a file"),
+    cli(
+        "tables-out-under-a-file", build("--out", lambda ctx: ctx.file("f") / "t.npz"), "lies under the file"
+    ),
     cli("tables-out-a-directory", build("--out", lambda ctx: ctx.tmp), "--out"),
     cli(
         "tables-out-read-only", build("--out", lambda ctx: ctx.read_only_dir("ro") / "t.npz"), "not writable"
