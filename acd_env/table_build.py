@@ -32,8 +32,8 @@ from acd_env.measurements import MEASUREMENT_NAMES
 from acd_env.tables import CircuitTable, load_table, make_meta, save_table
 from acd_env.tasks import TOY_TASKS, load_task
 
-# metadata that differs between two builds of the same table without the table differing
-TIMING_META = ("build_seconds", "n_prompts", "prompt_indices")
+# metadata of one file (a shard or the table) rather than of the build: left out when shards are compared
+PER_FILE_META = ("build_seconds", "n_prompts", "prompt_indices")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def shard_dir(out: str | Path) -> Path:
 
 
 def _comparable(meta: dict) -> dict:
-    return {k: v for k, v in meta.items() if k not in TIMING_META}
+    return {k: v for k, v in meta.items() if k not in PER_FILE_META}
 
 
 class ShardStore:
