@@ -11,8 +11,6 @@ tests/test_bench.py checks the same on synthetic tables in one process, and SIGK
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import subprocess
@@ -20,66 +18,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from benchmarks.leaderboard import TIMING_COLUMNS
+from helpers_timing import assert_same_leaderboards, results_without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "acd_env" / "models" / "zoo" / "toy-4l" / "tables"
 ARGS = ["bench", "--agents", "random,greedy,ucb,aif", "--prompts-per-task", "2",
         "--protocol", "zero-shot,stream", "--no-progress"]  # fmt: skip
 SEEDS = ["--seeds", "2"]
-TIMING_KEYS = {"wall_time_s", *TIMING_COLUMNS}  # per-row wall times in results.jsonl; step_ms / fit_s
-
 pytestmark = pytest.mark.skipif(
     not all((SHIPPED / f"{t}-test.npz").is_file() for t in ("ioi", "agreement", "counting", "induction")),
     reason="toy-4l's shipped test tables are not built",
 )
-
-
-def without_timing(value):
-    """`value` (parsed JSON) with every timing key removed, recursively."""
-    if isinstance(value, dict):
-        return {k: without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
-    if isinstance(value, list):
-        return [without_timing(v) for v in value]
-    return value
-
-
-def markdown_without_timing(text: str) -> str:
-    """leaderboard.md with the last table column (`step_ms`, the only timing column) cut from every table line."""
-    lines = text.splitlines()
-    headers = [line for line in lines if line.startswith("| agent |")]
-    assert headers and all(h.rstrip(" |").endswith("step_ms") for h in headers), headers
-    return "\n".join(line.rsplit("|", 2)[0] if line.startswith("|") else line for line in lines)
-
-
-def csv_without_timing(text: str) -> list[dict]:
-    rows = list(csv.DictReader(io.StringIO(text)))
-    assert rows and all(c in rows[0] for c in TIMING_COLUMNS)
-    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
-
-
-def json_without_timing(text: str) -> dict:
-    doc = json.loads(text)
-    assert doc["timing_columns"] == list(TIMING_COLUMNS)
-    doc["rows"] = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in doc["rows"]]
-    return doc
-
-
-def results_without_timing(path: Path) -> list[dict]:
-    return [without_timing(json.loads(line)) for line in path.read_text().splitlines()]
-
-
-def assert_same_leaderboards(a: Path, b: Path) -> None:
-    assert markdown_without_timing((a / "leaderboard.md").read_text()) == markdown_without_timing(
-        (b / "leaderboard.md").read_text()
-    )
-    assert csv_without_timing((a / "leaderboard.csv").read_text()) == csv_without_timing(
-        (b / "leaderboard.csv").read_text()
-    )
-    assert json_without_timing((a / "leaderboard.json").read_text()) == json_without_timing(
-        (b / "leaderboard.json").read_text()
-    )
 
 
 @pytest.fixture(scope="module")

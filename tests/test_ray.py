@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_timing import assert_same_leaderboards, results_without_timing
 
 from acd_env.case import CaseSettings
 from acd_env.table_build import TableJob, build_table_file, shard_dir
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.slow
 
 TASK, N, K = "counting", 4, 16
 SETTINGS = CaseSettings(n_candidates=K)
-TIMING_COLUMNS = ("step_ms", "fit_s")
 
 
 @pytest.fixture(scope="module")
@@ -158,17 +158,6 @@ def test_resume_refuses_shards_of_other_settings(tmp_path):
     assert len(load_table(out)) == 1
 
 
-def _board(path: Path) -> list[dict]:
-    rows = json.loads((path / "leaderboard.json").read_text())["rows"]
-    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
-
-
-def _results(path: Path) -> list[str]:
-    drop = ("wall_time_s", "step_ms", "fit_s")
-    rows = [json.loads(line) for line in (path / "results.jsonl").read_text().splitlines()]
-    return sorted(json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True) for r in rows)
-
-
 def test_bench_on_ray_equals_local(cluster, tmp_path):
     from benchmarks.bench import BenchConfig, run_bench
 
@@ -186,8 +175,12 @@ def test_bench_on_ray_equals_local(cluster, tmp_path):
         BenchConfig(out=str(tmp_path / "ray"), executor="ray", workers=2, **common), echo=lambda s: None
     )
     assert remote["counts"] == local["counts"]
-    assert _results(remote["out"]) == _results(local["out"])
-    assert _board(remote["out"]) == _board(local["out"])
+    assert_same_leaderboards(remote["out"], local["out"])
+
+    def rows(out: Path) -> list[str]:  # the same rows, in another order (sequences finish in any order)
+        return sorted(json.dumps(r, sort_keys=True) for r in results_without_timing(out / "results.jsonl"))
+
+    assert rows(remote["out"]) == rows(local["out"])
 
 
 def test_executor_errors():
