@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 
 from acd_env.attribution.descriptors import ATP_DESCRIPTORS, GRAPH_DESCRIPTORS
-from acd_env.case import PromptCase
+from acd_env.case import CaseSettings, PromptCase
 from acd_env.discretise import BIN_EDGES
 from acd_env.env import CircuitDiscoveryEnv
 from acd_env.errors import ACDError
-from acd_env.measurements import MEASUREMENT_NAMES
-from acd_env.tables import FORMAT_VERSION, CircuitTable
+from acd_env.tables import CircuitTable, make_meta
 from acd_env.tasks import TOY_TASKS, Prompt
 from agents import REGISTRY, available_agents, make_agent
 
@@ -108,21 +107,13 @@ def synthetic_table(
                 top_probs=np.full(10, 0.1, np.float32),
             )
         )
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "model": "synthetic",
-        "weights_hash": "synthetic",
-        "task": "syn",
-        "split": split,
-        "n_candidates": K,
-        "interventions": list(TYPES),
-        "steering_scale": 4.0,
-        "descriptors": ["graph", "atp"] if atp else ["graph"],
-        "descriptor_names": list(names),
-        "freeze_attention": False,
-        "bin_edges": {k: list(v) for k, v in BIN_EDGES.items()},
-        "measurements": list(MEASUREMENT_NAMES),
-    }
+    settings = CaseSettings(
+        n_candidates=K, interventions=TYPES, descriptors=("graph", "atp") if atp else ("graph",)
+    )
+    assert settings.descriptor_names == names
+    meta = make_meta(
+        "synthetic", "synthetic", "syn", split, settings, {k: list(v) for k, v in BIN_EDGES.items()}
+    )
     return CircuitTable(meta, cases, m)
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from acd_env.attribution.descriptors import GRAPH_DESCRIPTORS
-from acd_env.case import PromptCase
+from acd_env.case import CaseSettings, PromptCase
 from acd_env.discretise import BIN_EDGES
 from acd_env.env import CircuitDiscoveryEnv
 from acd_env.measurements import MEASUREMENT_NAMES
-from acd_env.tables import CircuitTable
+from acd_env.tables import CircuitTable, make_meta
 from acd_env.tasks.prompt import Prompt
 from agents.aif import AIFAgent
 
@@ -79,12 +79,10 @@ def synthetic_table(n_prompts: int = 6, seed: int = 0, mode: str = "normal", k: 
                 top_probs=np.full(10, 0.1, np.float32),
             )
         )
-    meta = {
-        "format_version": 2, "model": "synthetic", "weights_hash": "none", "task": "synthetic", "split": "test",
-        "n_candidates": k, "interventions": list(TYPES), "steering_scale": 4.0, "descriptors": ["graph"],
-        "descriptor_names": list(names), "freeze_attention": False,
-        "bin_edges": {n: list(v) for n, v in BIN_EDGES.items()}, "n_prompts": n_prompts,
-    }  # fmt: skip
+    settings = CaseSettings(n_candidates=k, interventions=TYPES)
+    meta = make_meta(
+        "synthetic", "none", "synthetic", "test", settings, {n: list(v) for n, v in BIN_EDGES.items()}
+    )
     return CircuitTable(meta, cases, meas)
 
 
