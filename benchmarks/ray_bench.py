@@ -24,10 +24,8 @@ MAX_ATTEMPTS = 3
 
 
 def run_sequence_task(context: tuple, seq: EpisodeSequence, known: Known) -> Iterator[Event]:
-    """The Ray task: `context` = (env factory, has_atp, budget, share_fit)."""
-    import os
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    """The Ray task: `context` = (env factory, has_atp, budget, share_fit). (Ray gives a 1-CPU task one
+    OpenMP thread, and the CLI's OMP_NUM_THREADS=1 reaches the workers through the environment.)"""
     make, has_atp, budget, share_fit = context
     envs = EnvSet(make=make, has_atp=has_atp)
     yield from sequence_events(seq, envs, budget, known, AgentFactory(share_fit))
