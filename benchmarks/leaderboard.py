@@ -15,6 +15,9 @@ Columns (every score is per episode, aggregated over prompts × seeds with tasks
 | `p_gt_ranker` | the same over `ranker`, where the protocol lets the ranker run (it needs fitting) |
 | `interventions` | interventions used, per type |
 | `step_ms`, `fit_s` | timing: mean wall time per step (act + env step + observe; one-off costs such as an agent's JIT compilation on its first step included) and per fit |
+| `eff_first_half`, `eff_second_half` | protocols that keep memory across prompts: plain mean efficiency of the episodes in the first and second half of each prompt stream (`order` < n / 2 and ≥ n / 2, n the fold's number of test prompts), so learning over the stream shows as second − first; empty elsewhere |
+
+The markdown shows the two halves (`1st half`, `2nd half`) in the tables of memory-keeping protocols only.
 
 Rows: within a protocol, by efficiency (descending), then agent name; agents that do not apply follow, with the
 reason. Numbers are formatted with fixed precision and the JSON is written with sorted keys, so the same
@@ -39,9 +42,36 @@ from benchmarks.aggregate import (
     scores_by_task,
     summarize,
 )
+from benchmarks.protocols import PROTOCOLS
 
 TIMING_COLUMNS = ("step_ms", "fit_s")
+HALF_COLUMNS = ("eff_first_half", "eff_second_half")
 BASELINES = ("greedy", "ranker")
+
+
+def keeps_memory(protocol: str) -> bool:
+    """Whether a protocol runs its test prompts as a stream with memory kept (its prompt order is a learning curve)."""
+    return protocol in PROTOCOLS and PROTOCOLS[protocol].keep_memory
+
+
+def stream_halves(episodes: Sequence[Mapping]) -> tuple[float, float]:
+    """Plain mean efficiency over the episodes in the first and in the second half of their prompt stream.
+
+    An episode's position is its `order` (index in its seed's prompt order); a fold's stream length n is the
+    largest `order` in it plus one, and the first half is `order` < n / 2 (for odd n the middle prompt counts in
+    the first half). Every seed and fold of the (protocol, agent) is pooled, episodes weighted equally.
+    (nan, nan) when no episode carries an `order`.
+    """
+    ordered = [e for e in episodes if e.get("order") is not None]
+    length: dict[str, int] = {}
+    for e in ordered:
+        fold = str(e.get("fold", ""))
+        length[fold] = max(length.get(fold, 0), int(e["order"]) + 1)
+    halves: tuple[list[float], list[float]] = ([], [])
+    for e in ordered:
+        second = 2 * int(e["order"]) >= length[str(e.get("fold", ""))]
+        halves[second].append(float(e["metrics"]["efficiency"]))
+    return tuple(float(np.mean(h)) if h else float("nan") for h in halves)  # type: ignore[return-value]
 
 
 def _task_mean(episodes: Sequence[Mapping], metric: str) -> float:
@@ -125,6 +155,8 @@ def build_leaderboard(
             row["step_ms"] = float(np.mean([e["step_ms"] for e in eps]))
             fits = fit_times.get((protocol, agent))
             row["fit_s"] = float(np.mean(fits)) if fits else float("nan")
+            halves = stream_halves(eps) if keeps_memory(protocol) else (float("nan"), float("nan"))
+            row.update(zip(HALF_COLUMNS, halves, strict=True))
             ranked.append(row)
         ranked.sort(key=lambda r: (-r["efficiency"], r["agent"]))
         missing.sort(key=lambda r: r["agent"])
@@ -154,6 +186,7 @@ def columns(interventions: Sequence[str]) -> list[str]:
         "p_gt_ranker",
         "interventions",
         *TIMING_COLUMNS,
+        *HALF_COLUMNS,
     ]
 
 
@@ -222,7 +255,9 @@ def to_markdown(board: Sequence[Mapping], interventions: Sequence[str], config: 
     ]
     for protocol in dict.fromkeys(r["protocol"] for r in board):
         rows = [r for r in board if r["protocol"] == protocol]
-        lines += ["", f"## {protocol}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        halves = keeps_memory(protocol)
+        cols = [*head[:-3], "1st half", "2nd half", *head[-3:]] if halves else head
+        lines += ["", f"## {protocol}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         notes = []
         for r in rows:
             if r["status"] != "ok":
@@ -232,6 +267,8 @@ def to_markdown(board: Sequence[Mapping], interventions: Sequence[str], config: 
             cells += [_fmt(r[f"eff_{k}"], 3) for k in interventions]
             cells += [_fmt(r["recall"], 3), _fmt(r["auc"], 3), _fmt(r["steps80"], 2)]
             cells += [_fmt(r["p_gt_greedy"], 3) or "—", _fmt(r["p_gt_ranker"], 3) or "—"]
+            if halves:
+                cells += [_fmt(r.get(c, float("nan")), 3) or "—" for c in HALF_COLUMNS]
             cells += [r["interventions"], str(r["episodes"]), _fmt(r["step_ms"], 3)]
             lines.append("| " + " | ".join(cells) + " |")
         if notes:

@@ -138,3 +138,55 @@ def test_probability_of_improvement():
     assert aggregate.probability_of_improvement(x, x) == 0.5
     assert aggregate.probability_of_improvement({"a": [1.0, 0.0]}, {"a": [0.5, 0.5]}) == 0.5
     assert math.isnan(aggregate.probability_of_improvement({"a": [1.0]}, {"b": [1.0]}))
+
+
+# ------------------------------------------------------------------------------------------- leaderboard: stream halves
+def _episode(protocol: str, fold: str, seed: int, order: int, eff: float, task: str = "ioi") -> dict:
+    metrics = {"efficiency": eff, "recall": eff, "auc": eff, "steps80": 1.0, "reached80": True,
+               "efficiency_ablation": eff, "curve": [eff, eff]}  # fmt: skip
+    return {"kind": "episode", "protocol": protocol, "agent": "ucb", "fold": fold, "seed": seed, "task": task,
+            "prompt_id": f"{task}/test/{order:03d}", "order": order, "metrics": metrics,
+            "interventions": {"ablation": 2}, "step_ms": 0.1}  # fmt: skip
+
+
+def test_leaderboard_stream_halves_by_prompt_order():
+    """eff_first_half / eff_second_half: plain means over the first and second half of every (fold, seed) stream
+    by `order`; only for protocols that keep memory; in the .csv/.json and in those protocols' markdown tables."""
+    import csv
+    import io
+    import json
+
+    from benchmarks.leaderboard import build_leaderboard, stream_halves, to_csv, to_json, to_markdown
+
+    stream = [_episode("stream", "all", 0, i, e) for i, e in enumerate([0.5, 0.6, 0.8, 0.9])]
+    stream += [_episode("stream", "all", 1, i, e) for i, e in enumerate([0.4, 0.5, 0.7, 1.0])]
+    # held-out-task: folds of 3 and 2 prompts; the middle prompt of the odd fold counts in the first half
+    held = [_episode("held-out-task", "held-out:ioi", 0, i, e) for i, e in enumerate([0.2, 0.4, 0.9])]
+    held += [
+        _episode("held-out-task", "held-out:agreement", 0, i, e, "agreement")
+        for i, e in enumerate([0.3, 0.7])
+    ]
+    zero = [_episode("zero-shot", "all", 0, i, e) for i, e in enumerate([0.5, 0.6, 0.8, 0.9])]
+    assert stream_halves(stream) == pytest.approx((0.5, 0.85))
+    assert stream_halves(held) == pytest.approx(((0.2 + 0.4 + 0.3) / 3, (0.9 + 0.7) / 2))
+    assert stream_halves(list(reversed(stream))) == pytest.approx((0.5, 0.85))  # row order does not matter
+    assert all(math.isnan(v) for v in stream_halves([{**stream[0], "order": None}]))
+
+    protocols = ["zero-shot", "stream", "held-out-task"]
+    board = build_leaderboard(stream + held + zero, protocols=protocols, agents=["ucb"],
+                              interventions=["ablation"], budget=2, reps=20)  # fmt: skip
+    rows = {r["protocol"]: r for r in board}
+    assert (rows["stream"]["eff_first_half"], rows["stream"]["eff_second_half"]) == pytest.approx((0.5, 0.85))
+    assert rows["held-out-task"]["eff_second_half"] == pytest.approx(0.8)
+    assert math.isnan(rows["zero-shot"]["eff_first_half"])  # memory reset every prompt: no stream
+    table = {r["protocol"]: r for r in csv.DictReader(io.StringIO(to_csv(board, ["ablation"])))}
+    assert list(next(iter(table.values())))[-2:] == ["eff_first_half", "eff_second_half"]
+    assert (table["stream"]["eff_first_half"], table["stream"]["eff_second_half"]) == ("0.5000", "0.8500")
+    assert table["zero-shot"]["eff_first_half"] == ""
+    doc = {r["protocol"]: r for r in json.loads(to_json(board, ["ablation"], {}))["rows"]}
+    assert doc["stream"]["eff_second_half"] == 0.85 and doc["zero-shot"]["eff_second_half"] is None
+    md = to_markdown(board, ["ablation"], {}).split("## ")
+    section = {s.splitlines()[0]: s for s in md[1:]}
+    assert "1st half | 2nd half" not in section["zero-shot"]
+    assert "| P(>ranker) | 1st half | 2nd half | interventions | n | step_ms |" in section["stream"]
+    assert "| 0.500 | 0.850 | ablation:16 |" in section["stream"]
