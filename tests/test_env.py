@@ -155,8 +155,20 @@ def test_patching_fallback_without_counterfactual(model):
 
 
 def test_vector_envs(model, table):
+    """Vector envs step the same envs: gymnasium's sync vector env and SB3's DummyVecEnv give, per sub-env, exactly
+    the observations and rewards of a single env reset with that sub-env's seed and given the same actions."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    def single(seed, actions):
+        env = replay_env(model, table)
+        obs, info = env.reset(seed=seed)
+        out = [(obs, 0.0, info["prompt_id"])]
+        for a in actions:
+            obs, reward, _, _, info = env.step(int(a))
+            out.append((obs, reward, info["prompt_id"]))
+        return out
+
+    actions = np.array([[0, 3, 6, 9], [4, 7, 0, 3]])  # two steps of four envs
     vec = gym.make_vec(
         "CircuitDiscovery-v0",
         num_envs=4,
@@ -165,22 +177,75 @@ def test_vector_envs(model, table):
         backend="replay",
         tables=table,
     )
-    obs, _ = vec.reset(seed=0)
+    obs, _ = vec.reset(seed=0)  # sub-env i is reset with seed i
     assert obs["candidates"].shape == (4, 64, 21)
-    obs, rewards, *_ = vec.step(np.zeros(4, dtype=np.int64))
-    assert rewards.shape == (4,)
+    trace = [(obs, np.zeros(4))]
+    for step_actions in actions:
+        obs, rewards, *_ = vec.step(step_actions)
+        trace.append((obs, rewards))
     vec.close()
     dummy = DummyVecEnv([lambda: replay_env(model, table) for _ in range(2)])
-    dummy.reset()
-    dummy.step(np.array([0, 3]))
+    dummy.seed(7)  # sub-env i is reset with seed 7 + i
+    d_trace = [(dummy.reset(), np.zeros(2))]
+    for step_actions in actions[:, :2]:
+        d_obs, d_rewards, _, _ = dummy.step(step_actions)
+        d_trace.append((d_obs, d_rewards))
+    rewards_seen = []
+    for i in range(4):
+        for j, (s_obs, s_reward, _) in enumerate(single(i, actions[:, i])):
+            v_obs, v_rewards = trace[j]
+            for key in s_obs:
+                np.testing.assert_array_equal(v_obs[key][i], s_obs[key])
+            assert v_rewards[i] == s_reward
+            rewards_seen.append(s_reward)
+    for i in range(2):
+        for j, (s_obs, s_reward, _) in enumerate(single(7 + i, actions[:, i])):
+            d_obs, d_rewards = d_trace[j]
+            for key in s_obs:
+                np.testing.assert_array_equal(d_obs[key][i], s_obs[key])
+            assert d_rewards[i] == pytest.approx(s_reward)  # SB3 stores rewards as float32
+    assert max(rewards_seen) > 0  # the compared steps measured something
+    prompts = {single(i, [])[0][2] for i in range(4)}
+    assert len(prompts) > 1  # the seeds pick different prompts, so the sub-envs are not copies of one episode
 
 
-def test_maskable_ppo_learns_without_error(model, table):
+def test_maskable_ppo_learns_on_replay(model, table):
+    """MaskablePPO (seeded) on the 3-prompt replay env: 1,024 training steps at least double the mean episode
+    return of its own untrained policy and of random valid actions (measured: 0.39 / 0.29 → 2.1 nats)."""
     from sb3_contrib import MaskablePPO
 
     env = replay_env(model, table, budget=10)
-    agent = MaskablePPO("MultiInputPolicy", env, n_steps=256, batch_size=64, n_epochs=2, seed=0, verbose=0)
+
+    def mean_return(act):
+        returns = []
+        for i in range(N_PROMPTS):
+            obs, info = env.reset(seed=0, options={"prompt_index": i})
+            done, total = False, 0.0
+            while not done:
+                obs, reward, done, _, info = env.step(act(obs, info))
+                total += reward
+            returns.append(total)
+        return float(np.mean(returns))
+
+    rng = np.random.default_rng(0)
+    random_return = float(
+        np.mean(
+            [
+                mean_return(lambda o, info: int(rng.choice(np.flatnonzero(info["action_mask"]))))
+                for _ in range(5)
+            ]
+        )
+    )
+    agent = MaskablePPO("MultiInputPolicy", replay_env(model, table, budget=10), n_steps=256, batch_size=64,
+                        n_epochs=2, seed=0, verbose=0)  # fmt: skip
+
+    def policy(obs, info):
+        return int(agent.predict(obs, action_masks=env.action_masks(), deterministic=True)[0])
+
+    untrained = mean_return(policy)
     agent.learn(total_timesteps=1024)
+    trained = mean_return(policy)
+    assert trained > 2 * max(untrained, random_return), (trained, untrained, random_return)
 
 
 def test_oracle_effects_match_steps(model):
