@@ -45,10 +45,13 @@ class TableJob:
     split: str
     settings: CaseSettings
     n: int | None = None
+    circuit: bool = True
 
     def measurer(self, load: Callable[[str], Any]) -> PromptMeasurer:
         """The worker side, with the model loaded by `load(self.model)`."""
-        return PromptMeasurer(load(self.model), self.task, self.split, self.settings, n=self.n)
+        return PromptMeasurer(
+            load(self.model), self.task, self.split, self.settings, n=self.n, circuit=self.circuit
+        )
 
 
 class MeasuredPrompt(NamedTuple):
@@ -56,16 +59,26 @@ class MeasuredPrompt(NamedTuple):
     case: PromptCase
     measurements: dict[str, np.ndarray]  # name -> (K, n_types)
     seconds: float
+    circuit: dict[str, np.ndarray] | None = None  # CIRCUIT_ARRAYS of this prompt (no leading P axis)
 
 
 class PromptMeasurer:
     """The worker side of a build: `model` is a loaded ReplacementModel (or a name `load_model` knows)."""
 
     def __init__(
-        self, model: Any, task: str, split: str, settings: CaseSettings, *, n: int | None = None
+        self,
+        model: Any,
+        task: str,
+        split: str,
+        settings: CaseSettings,
+        *,
+        n: int | None = None,
+        circuit: bool = True,
     ) -> None:
+        from acd_env.circuit_reference import BEAM_WIDTH
         from acd_env.models import load_model, model_info
 
+        self.circuit = circuit
         self.model = load_model(model)
         info = model_info(self.model)
         self.prompts = load_task(task, model=self.model, split=split, n=n)
@@ -78,6 +91,8 @@ class PromptMeasurer:
             split,
             settings,
             {k: list(v) for k, v in BIN_EDGES.items()},
+            circuit=circuit,
+            **({"circuit_beam": BEAM_WIDTH, "circuit_complement": "ablation"} if circuit else {}),
         )
 
     def describe(self) -> dict:
@@ -89,9 +104,28 @@ class PromptMeasurer:
         case = self.backend.case(i)
         effects = self.backend.oracle(i)
         measured = {n: np.asarray(getattr(effects, n)) for n in MEASUREMENT_NAMES}
+        circuit = self._circuit(i) if self.circuit else None
         if forget:
             self.backend.forget(i)
-        return MeasuredPrompt(i, case, measured, time.perf_counter() - start)
+        return MeasuredPrompt(i, case, measured, time.perf_counter() - start, circuit)
+
+    def _circuit(self, i: int) -> dict[str, np.ndarray]:
+        from acd_env.circuit_reference import measure_circuit
+
+        case, clean = self.backend._entry(i)
+        n = case.n_valid
+        return measure_circuit(
+            self.model,
+            clean.tokens,
+            case.features[:n],
+            np.zeros(n, np.float32),
+            case.clean_act[:n],
+            clean.logits,
+            case.answer_id,
+            case.cf_answer_id,
+            len(case.features),
+            freeze_attention=self.backend.settings.freeze_attention,
+        )
 
 
 def shard_dir(out: str | Path) -> Path:
@@ -111,7 +145,7 @@ class ShardStore:
         digest = hashlib.sha256(json.dumps(list(prompt_ids)).encode()).hexdigest()[:16]
         self.meta = dict(meta, prompt_ids_digest=digest)
         self.n_prompts = len(prompt_ids)
-        self.done: dict[int, tuple[PromptCase, dict[str, np.ndarray]]] = {}
+        self.done: dict[int, tuple[PromptCase, dict[str, np.ndarray], dict[str, np.ndarray] | None]] = {}
         self._next = 0
         if self.dir.is_dir():
             self._read()
@@ -132,7 +166,12 @@ class ShardStore:
                     "delete that directory (or pass --restart) to start this build afresh"
                 )
             for j, index in enumerate(shard.meta["prompt_indices"]):
-                self.done[int(index)] = (shard.cases[j], {n: v[j] for n, v in shard.measurements.items()})
+                circuit = {n: v[j] for n, v in shard.circuit.items()} if shard.circuit else None
+                self.done[int(index)] = (
+                    shard.cases[j],
+                    {n: v[j] for n, v in shard.measurements.items()},
+                    circuit,
+                )
             self._next = max(self._next, int(path.stem.split("-")[1]) + 1)
 
     def write(self, items: Sequence[MeasuredPrompt]) -> None:
@@ -142,12 +181,14 @@ class ShardStore:
         meta = dict(self.meta, prompt_indices=[m.index for m in items])
         measurements = {n: np.stack([m.measurements[n] for m in items]) for n in MEASUREMENT_NAMES}
         save_table(
-            CircuitTable(meta, [m.case for m in items], measurements),
+            CircuitTable(
+                meta, [m.case for m in items], measurements, _stack_circuit([m.circuit for m in items])
+            ),
             self.dir / f"shard-{self._next:05d}.npz",
         )
         self._next += 1
         for m in items:
-            self.done[m.index] = (m.case, m.measurements)
+            self.done[m.index] = (m.case, m.measurements, m.circuit)
 
     def assemble(self, seconds: float) -> CircuitTable:
         missing = [i for i in range(self.n_prompts) if i not in self.done]
@@ -156,10 +197,22 @@ class ShardStore:
         rows = [self.done[i] for i in range(self.n_prompts)]
         meta = {k: v for k, v in self.meta.items() if k != "prompt_ids_digest"}
         measurements = {n: np.stack([r[1][n] for r in rows]) for n in MEASUREMENT_NAMES}
-        return CircuitTable(dict(meta, build_seconds=round(seconds, 3)), [r[0] for r in rows], measurements)
+        return CircuitTable(
+            dict(meta, build_seconds=round(seconds, 3)),
+            [r[0] for r in rows],
+            measurements,
+            _stack_circuit([r[2] for r in rows]),
+        )
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _stack_circuit(items: Sequence[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
+    """Per-prompt circuit arrays stacked on a leading prompt axis (None when the build has none)."""
+    if not items or any(c is None for c in items):
+        return None
+    return {n: np.stack([c[n] for c in items]) for n in items[0]}  # type: ignore[index]
 
 
 def build_table_sharded(
@@ -220,15 +273,18 @@ def build_task_table(
     settings: CaseSettings,
     *,
     n: int | None = None,
+    circuit: bool = True,
 ) -> CircuitTable:
     """Measure every (candidate, type) of a task split's prompts in memory; `model` is a name or a model."""
-    measurer = PromptMeasurer(model, task, split, settings, n=n)
+    measurer = PromptMeasurer(model, task, split, settings, n=n, circuit=circuit)
     start = time.perf_counter()
     # in memory: the attributions stay cached, so a live env on the same prompts does not redo them
     items = [measurer.measure(i, forget=False) for i in range(len(measurer.prompts))]
     measurements = {n_: np.stack([m.measurements[n_] for m in items]) for n_ in MEASUREMENT_NAMES}
     meta = dict(measurer.meta, build_seconds=round(time.perf_counter() - start, 3))
-    return CircuitTable(meta, [m.case for m in items], measurements)
+    return CircuitTable(
+        meta, [m.case for m in items], measurements, _stack_circuit([m.circuit for m in items])
+    )
 
 
 def build_table_file(
@@ -242,9 +298,10 @@ def build_table_file(
     progress: bool = False,
     shard_size: int = 16,
     restart: bool = False,
+    circuit: bool = True,
 ) -> Path:
     """Build one table file in this process, resumably (see `build_table_sharded`)."""
-    measurer = PromptMeasurer(model, task, split, settings, n=n)
+    measurer = PromptMeasurer(model, task, split, settings, n=n, circuit=circuit)
     with progress_bar(f"{measurer.meta['model']} {task}/{split}", progress) as tick:
         return build_table_sharded(
             out,

@@ -2,8 +2,10 @@
 
 One `.npz` file per (model, task, split). `meta` (JSON) records the format version, model name and weights
 hash, task, split, K, intervention types, steering scale, descriptor columns, attention setting, outcome bin
-edges and the circuit-tracer version; the arrays hold, per prompt, the `PromptCase` fields and the
-measurements (P, K, n_types). Writes are atomic (temporary file + rename); loading validates everything and
+edges and the circuit-tracer version; the arrays hold, per prompt, the `PromptCase` fields, the
+measurements (P, K, n_types) and, for the circuit track, the prompt's circuit data (`circuit`: KL and logit
+difference of keep(∅), the reference ranking and its faithfulness curve, the atp-joint ranking and the
+integrated-gradients scores; see `acd_env.circuit_reference`). Writes are atomic (temporary file + rename); loading validates everything and
 refuses a table built for another model or settings with an error that says what to rebuild.
 """
 
@@ -26,7 +28,7 @@ from acd_env.errors import TableError, is_integer
 from acd_env.measurements import MEASUREMENT_NAMES
 from acd_env.tasks.prompt import Prompt
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: circuit-track arrays (c_*) added
 _CASE_ARRAYS = ("features", "n_valid", "clean_act", "values", "descriptors", "answer_id", "cf_answer_id",
                 "top_ids", "top_probs")  # fmt: skip
 _STRINGS = ("prompt_id", "task", "clean", "counterfactual", "answer", "cf_answer", "patch_source")
@@ -42,6 +44,11 @@ class CircuitTable:
     meta: dict
     cases: list[PromptCase]
     measurements: dict[str, np.ndarray]
+    circuit: dict[str, np.ndarray] | None = None  # CIRCUIT_ARRAYS, each (P, ...); None: a feature-track table
+
+    @property
+    def has_circuit(self) -> bool:
+        return self.circuit is not None
 
     @property
     def settings(self) -> CaseSettings:
@@ -92,7 +99,7 @@ def save_table(table: CircuitTable, path: str | Path) -> Path:
     for i, c in enumerate(cases):
         tokens[i, : len(c.tokens)] = c.tokens
     arrays: dict[str, np.ndarray] = {
-        "meta": np.array(json.dumps({**table.meta, "n_prompts": len(cases)})),
+        "meta": np.array(json.dumps({**table.meta, "n_prompts": len(cases), "circuit": table.has_circuit})),
         "tokens": tokens,
         "prompt_id": np.array([c.prompt.id for c in cases], dtype=str),
         "task": np.array([c.prompt.task for c in cases], dtype=str),
@@ -106,6 +113,8 @@ def save_table(table: CircuitTable, path: str | Path) -> Path:
         arrays[name] = np.stack([np.asarray(getattr(c, name)) for c in cases])
     for name in MEASUREMENT_NAMES:
         arrays[f"m_{name}"] = table.measurements[name]
+    for name, values in (table.circuit or {}).items():
+        arrays[f"c_{name}"] = values
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -149,7 +158,7 @@ def load_table(
     if not isinstance(meta, dict):
         raise TableError(f"circuit table {str(path)!r} has unreadable metadata; rebuild it")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != FORMAT_VERSION and version != 2:  # TEMP during the shipped tables' upgrade
         raise TableError(
             f"circuit table {str(path)!r} has format version {version!r}, this version reads {FORMAT_VERSION}; "
             "rebuild it with `acd tables build`"
@@ -240,7 +249,44 @@ def _from_arrays(raw: dict[str, np.ndarray], meta: dict, path: Path) -> CircuitT
             )
         )
     measurements = {n: raw[f"m_{n}"] for n in MEASUREMENT_NAMES}
-    return CircuitTable(meta, cases, measurements)
+    return CircuitTable(meta, cases, measurements, _circuit_arrays(raw, meta, path, p, k))
+
+
+def circuit_shapes(p: int, k: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every circuit array of a table with p prompts and K = k."""
+    from acd_env.circuit import K_MAX
+
+    return {"kl_empty": (p,), "m_clean": (p,), "m_empty": (p,), "ref_order": (p, k), "ref_curve": (p, K_MAX),
+            "ref_lcurve": (p, K_MAX), "atp_joint": (p, k), "ig": (p, k)}  # fmt: skip
+
+
+def _circuit_arrays(raw: dict[str, np.ndarray], meta: dict, path: Path, p: int, k: int) -> dict | None:
+    if not meta.get("circuit"):
+        return None
+    out = {}
+    for name, shape in circuit_shapes(p, k).items():
+        values = raw.get(f"c_{name}")
+        if values is None or values.shape != shape:
+            got = None if values is None else values.shape
+            raise TableError(
+                f"circuit table {str(path)!r}: circuit array {name} has shape {got}, expected {shape}; rebuild it"
+            )
+        if not np.isfinite(values).all():
+            raise TableError(
+                f"circuit table {str(path)!r} holds NaN or inf in circuit array {name!r}; rebuild it"
+            )
+        out[name] = values
+    n_valid = raw["n_valid"]
+    for name in ("ref_order", "atp_joint"):
+        order = out[name]
+        for i in range(p):
+            n = int(n_valid[i])
+            if sorted(order[i, :n].tolist()) != list(range(n)) or (order[i, n:] != -1).any():
+                raise TableError(
+                    f"circuit table {str(path)!r}: {name} of prompt {i} is not a ranking of its {n} candidates; "
+                    "rebuild it"
+                )
+    return out
 
 
 def merge_tables(tables: Sequence[CircuitTable]) -> CircuitTable:
@@ -265,4 +311,7 @@ def merge_tables(tables: Sequence[CircuitTable]) -> CircuitTable:
     meta = dict(first.meta, task="+".join(dict.fromkeys(t.meta["task"] for t in tables)))
     cases = [c for t in tables for c in t.cases]
     measurements = {n: np.concatenate([t.measurements[n] for t in tables]) for n in MEASUREMENT_NAMES}
-    return CircuitTable(meta, cases, measurements)
+    circuit = None
+    if all(t.has_circuit for t in tables):
+        circuit = {n: np.concatenate([t.circuit[n] for t in tables]) for n in tables[0].circuit}
+    return CircuitTable(meta, cases, measurements, circuit)

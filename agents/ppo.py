@@ -136,7 +136,7 @@ def restrict_columns(table: Any, descriptors: Sequence[str]) -> Any:
     cols = [have.index(n) for n in names]
     meta = dict(table.meta, descriptor_names=names, descriptors=list(descriptors))
     cases = [replace(c, descriptors=c.descriptors[:, cols]) for c in table.cases]
-    return type(table)(meta, cases, table.measurements)
+    return replace(table, meta=meta, cases=cases)
 
 
 def prompts_fingerprint(tables: Sequence[Any]) -> str:

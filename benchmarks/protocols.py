@@ -194,4 +194,4 @@ def restrict_table(table: Any, descriptor_names: Sequence[str]) -> Any:
     families = ("graph", "atp") if any(n.startswith("atp_") for n in descriptor_names) else ("graph",)
     meta = dict(table.meta, descriptor_names=list(descriptor_names), descriptors=list(families))
     cases = [replace(c, descriptors=c.descriptors[:, cols]) for c in table.cases]
-    return type(table)(meta, cases, table.measurements)
+    return replace(table, meta=meta, cases=cases)
