@@ -1,6 +1,6 @@
 """Active Circuit Discovery: sequential circuit discovery in language models as a Gymnasium environment.
 
-`import acd_env` registers `CircuitDiscovery-v0`; heavy libraries (torch, circuit-tracer) load lazily.
+`import acd_env` registers `CircuitDiscovery-v0` (the feature track) and `CircuitSearch-v0` (the circuit track); heavy libraries (torch, circuit-tracer) load lazily.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from typing import Any
 from acd_env import _offline  # noqa: F401  (sets HF offline defaults before anything imports the hub)
 
 ENV_ID = "CircuitDiscovery-v0"
+CIRCUIT_ENV_ID = "CircuitSearch-v0"
 __version__ = "0.1.0"
 
 _LAZY = {
     "CircuitDiscoveryEnv": ("acd_env.env", "CircuitDiscoveryEnv"),
+    "CircuitSearchEnv": ("acd_env.circuit_env", "CircuitSearchEnv"),
     "load_model": ("acd_env.models", "load_model"),
     "available_models": ("acd_env.models", "available_models"),
     "load_task": ("acd_env.tasks", "load_task"),
@@ -39,8 +41,10 @@ def _register() -> None:
 
     if ENV_ID not in registry:
         register(id=ENV_ID, entry_point="acd_env.env:CircuitDiscoveryEnv")
+    if CIRCUIT_ENV_ID not in registry:
+        register(id=CIRCUIT_ENV_ID, entry_point="acd_env.circuit_env:CircuitSearchEnv")
 
 
 _register()
 
-__all__ = ["ENV_ID", *_LAZY]
+__all__ = ["CIRCUIT_ENV_ID", "ENV_ID", *_LAZY]

@@ -148,10 +148,7 @@ class CircuitDiscoveryEnv(gym.Env):
         self.budget = budget
         self.reward_kind = reward
         self.backend_kind = backend
-        if backend == "live":
-            self.backend = self._live_backend(model, task, split, prompts, device)
-        else:
-            self.backend = self._replay_backend(model, task, split, tables)
+        self.backend = make_backend(self.settings, backend, model, task, split, prompts, tables, device)
         if self.backend.n_prompts == 0:
             raise ACDError("the environment has no prompts")
 
@@ -169,54 +166,6 @@ class CircuitDiscoveryEnv(gym.Env):
         )
         self._prompt_index = -1
         self._case: PromptCase | None = None
-
-    # ------------------------------------------------------------------ construction helpers
-    def _prompt_list(self, model: Any, task: Any, split: str, prompts: Any) -> list[Prompt]:
-        if prompts is not None:
-            return prompts_from(prompts)
-        tasks = list(TOY_TASKS) if task is None else ([task] if isinstance(task, str | Path) else list(task))
-        return [p for t in tasks for p in load_task(t, split=split)]
-
-    def _live_backend(
-        self, model: Any, task: Any, split: str, prompts: Any, device: str | None
-    ) -> LiveBackend:
-        from acd_env.models import load_model
-
-        prompt_list = self._prompt_list(model, task, split, prompts)
-        loaded = load_model(model, device)
-        from acd_env.tasks.validate import validate_prompts
-
-        validate_prompts(prompt_list, loaded)
-        reference = None
-        if any(p.counterfactual is None for p in prompt_list):
-            shipped = [t for t in dict.fromkeys(p.task for p in prompt_list) if t in TOY_TASKS]
-            reference = [p for t in shipped for p in load_task(t, split="train")] or None
-        return LiveBackend(loaded, prompt_list, self.settings, reference_prompts=reference)
-
-    def _replay_backend(self, model: Any, task: Any, split: str, tables: Any) -> ReplayBackend:
-        from acd_env.table_store import resolve_tables
-
-        table = resolve_tables(model, task, split, tables)
-        meta = table.meta
-        s = self.settings
-        problems = []
-        if s.n_candidates > meta["n_candidates"]:
-            problems.append(f"n_candidates={s.n_candidates} > the table's {meta['n_candidates']}")
-        missing = [t for t in s.interventions if t not in meta["interventions"]]
-        if missing:
-            problems.append(f"interventions {missing} not in the table's {meta['interventions']}")
-        if "steering" in s.interventions and s.steering_scale != meta["steering_scale"]:
-            problems.append(f"steering_scale={s.steering_scale} but the table used {meta['steering_scale']}")
-        absent = [n for n in s.descriptor_names if n not in meta["descriptor_names"]]
-        if absent:
-            problems.append(f"descriptors {s.descriptors} need columns the table lacks ({absent[:3]}...)")
-        if s.freeze_attention != meta["freeze_attention"]:
-            problems.append(
-                f"freeze_attention={s.freeze_attention} but the table used {meta['freeze_attention']}"
-            )
-        if problems:
-            raise ACDError("the circuit table does not match the environment: " + "; ".join(problems))
-        return ReplayBackend(table, s)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -357,3 +306,69 @@ class CircuitDiscoveryEnv(gym.Env):
         validate_prompts([prompt], self.backend.model)
         self.backend.prompts.append(prompt)
         return len(self.backend.prompts) - 1
+
+
+# ---------------------------------------------------------------------- backends (shared with CircuitSearch-v0)
+def make_backend(
+    settings: CaseSettings,
+    backend: str,
+    model: Any,
+    task: Any,
+    split: str,
+    prompts: Any,
+    tables: Any,
+    device: str | None,
+) -> LiveBackend | ReplayBackend:
+    """The live or replay backend an env with these settings runs on."""
+    if backend == "live":
+        return _live_backend(settings, model, task, split, prompts, device)
+    return _replay_backend(settings, model, task, split, tables)
+
+
+def _prompt_list(task: Any, split: str, prompts: Any) -> list[Prompt]:
+    if prompts is not None:
+        return prompts_from(prompts)
+    tasks = list(TOY_TASKS) if task is None else ([task] if isinstance(task, str | Path) else list(task))
+    return [p for t in tasks for p in load_task(t, split=split)]
+
+
+def _live_backend(
+    settings: CaseSettings, model: Any, task: Any, split: str, prompts: Any, device: str | None
+) -> LiveBackend:
+    from acd_env.models import load_model
+    from acd_env.tasks.validate import validate_prompts
+
+    prompt_list = _prompt_list(task, split, prompts)
+    loaded = load_model(model, device)
+    validate_prompts(prompt_list, loaded)
+    reference = None
+    if any(p.counterfactual is None for p in prompt_list):
+        shipped = [t for t in dict.fromkeys(p.task for p in prompt_list) if t in TOY_TASKS]
+        reference = [p for t in shipped for p in load_task(t, split="train")] or None
+    return LiveBackend(loaded, prompt_list, settings, reference_prompts=reference)
+
+
+def _replay_backend(settings: CaseSettings, model: Any, task: Any, split: str, tables: Any) -> ReplayBackend:
+    from acd_env.table_store import resolve_tables
+
+    table = resolve_tables(model, task, split, tables)
+    meta = table.meta
+    s = settings
+    problems = []
+    if s.n_candidates > meta["n_candidates"]:
+        problems.append(f"n_candidates={s.n_candidates} > the table's {meta['n_candidates']}")
+    missing = [t for t in s.interventions if t not in meta["interventions"]]
+    if missing:
+        problems.append(f"interventions {missing} not in the table's {meta['interventions']}")
+    if "steering" in s.interventions and s.steering_scale != meta["steering_scale"]:
+        problems.append(f"steering_scale={s.steering_scale} but the table used {meta['steering_scale']}")
+    absent = [n for n in s.descriptor_names if n not in meta["descriptor_names"]]
+    if absent:
+        problems.append(f"descriptors {s.descriptors} need columns the table lacks ({absent[:3]}...)")
+    if s.freeze_attention != meta["freeze_attention"]:
+        problems.append(
+            f"freeze_attention={s.freeze_attention} but the table used {meta['freeze_attention']}"
+        )
+    if problems:
+        raise ACDError("the circuit table does not match the environment: " + "; ".join(problems))
+    return ReplayBackend(table, s)
