@@ -60,10 +60,9 @@ What it does in practice (toy-4l): it always ablates (the only preferred reading
 about ablation importance). Its likelihood stays monotone in the score bin, so the EFE ranks candidates mostly
 by their score's bin; the epistemic terms (state info gain about a candidate, novelty about the likelihood)
 reorder choices only where the expected effects are close or the score's trust is in doubt. At the default
-weights they rarely do on toy-4l, where measured exploration did not pay: novelty weights of 1 to 3 lowered the
-stream efficiency by about 0.006, because the learned score does as well from the chosen candidates as from
-all of them. Measured (K 64, B 20, 140 test prompts, seeds 0-1, `acd bench`): zero-shot 0.961, stream 0.975,
-train-test 0.983 (ranker 0.983), held-out-task 0.967 (ranker 0.953); greedy 0.913.
+weights they rarely do on toy-4l, where measured exploration did not pay (larger novelty weights lowered the
+stream efficiency slightly: the learned score does as well from the chosen candidates as from all of them).
+Its leaderboard figures are in BENCHMARKS.md.
 
 Outputs: `belief_entropy_history` (per decision of the current episode: mean entropy of the candidates'
 importance beliefs), `efe_history` (the chosen action's EFE), `importance_ranking()` (all real candidates by

@@ -7,8 +7,8 @@ critic) trained by PPO on the replay backend of the **train** split's circuit ta
 
 Like the other agents it acts with one intervention type, `intervention="ablation"` by default: the env's reward
 for an ablation *is* the ablation KL that discovery efficiency scores. Letting the policy choose the type too
-(`intervention=None`, trained with `act_types=None`) makes it chase steering, whose KL is ~5x larger and ranks
-candidates differently (Spearman 0.88-0.96 with ablation KL), which costs efficiency.
+(`intervention=None`, trained with `act_types=None`) makes it chase steering, whose KL is several times larger and ranks
+candidates differently from ablation KL, which costs efficiency (BENCHMARKS.md, PPO design choices).
 
 `fit(tables)` (called by `acd bench` in `train-test` and `held-out-task`):
     1. a policy passed as `policy=...` is kept (after checking it fits the tables' columns, K and types);
@@ -23,8 +23,8 @@ candidates differently (Spearman 0.88-0.96 with ablation KL), which costs effici
 Training (`train_policy`): `DummyVecEnv` of replay envs over the merged train tables, a random prompt per
 episode, the other intervention types masked out. Reward: the env's KL reward divided by the prompt's Σ of its
 top-B ablation KLs (the denominator of discovery efficiency, read from the train table: privileged, train-only).
-A constant factor per episode leaves each prompt's optimal policy unchanged, but raw KL varies 20x between
-tasks (ioi ≈ 0.7 nats per top-20, agreement ≈ 0.03), so without it PPO all but ignores the low-KL tasks;
+A constant factor per episode leaves each prompt's optimal policy unchanged, but raw KL varies by more than an
+order of magnitude between tasks, so without it PPO all but ignores the low-KL tasks;
 with ablation-only actions an episode's return is exactly its discovery efficiency. `reward="kl"` trains on
 the raw reward instead. TensorBoard: SB3's `train/*` and `rollout/*`, CleanRL-style aliases
 (`losses/policy_loss`, `losses/value_loss`, `losses/entropy`, `losses/approx_kl`, `losses/clipfrac`,
@@ -32,21 +32,10 @@ the raw reward instead. TensorBoard: SB3's `train/*` and `rollout/*`, CleanRL-st
 efficiency on a fixed sample of 48 train prompts; `eval/final_train_efficiency` at the end: on every train
 prompt); `training_log()` returns the same scalars.
 
-Measured on toy-4l (K=64, B=20, graph descriptor columns; 214 train prompts, 140 test prompts; 60k steps, 90-180 s
-per policy on one busy CPU thread), discovery efficiency on the test split:
-
-| agent | train-test | held-out task (mean of the 4 folds) |
-|---|---|---|
-| ppo, `SetPolicy`, ablation actions, prompt-scaled reward (shipped) | 0.968 | 0.947 |
-| ppo, the same with the raw KL reward | 0.938 | |
-| ppo, the same choosing the type too (`act_types=None`) | 0.884 | |
-| ppo, plain `MultiInputPolicy` MLP, 60k / 240k steps (32 s / 122 s) | 0.908 / 0.907 | |
-| ranker (boosted trees on every label of the train tables) | 0.984 | 0.950 |
-| greedy (influence) / magnitude / random | 0.907 / 0.863 / 0.314 | |
-
-The plain MLP on the flattened 64 x 21 matrix ends up reproducing influence-greedy exactly (the candidates come
-sorted by influence, so "take the lowest free index" is the easiest policy it can represent); the set policy
-learns from the descriptors and is past it at its first evaluation (10k steps).
+Why a set policy: a plain `MultiInputPolicy` MLP on the flattened K x F matrix tends to reproduce
+influence-greedy (the candidates come sorted by influence, so "take the lowest free index" is the easiest
+policy it can represent); the set policy learns from the descriptors. The comparison of these choices is in
+BENCHMARKS.md (PPO design choices).
 """
 
 from __future__ import annotations

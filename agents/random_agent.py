@@ -1,7 +1,7 @@
 """`random`: uniform over the valid actions. The floor every other agent must clear.
 
-With K = 64 candidates and a budget of 20 its expected discovery efficiency is about 0.33 on the toy zoo
-(notes/agent-headroom.md). Seeded: each episode draws from a generator seeded by (seed, prompt id), so an
+With K = 64 candidates and a budget of 20 it finds about a third of what the oracle finds on the toy zoo
+(BENCHMARKS.md). Seeded: each episode draws from a generator seeded by (seed, prompt id), so an
 episode's actions do not depend on which episodes ran before it (a resumed or reordered benchmark gives the
 same actions), and the same prompt under different seeds gives different actions.
 """

@@ -6,11 +6,8 @@ before any intervention; never the dynamic `visited` / `measured_*` columns), th
 log10(KL + 1e-6) of the agent's intervention type (ablation by default, the quantity discovery efficiency
 scores). In an episode it predicts every candidate once and takes them best first.
 
-notes/agent-headroom.md measured 0.986 of the oracle fitted on the same tasks' train split and 0.950 on a task it
-was not fitted on (toy model F, K=64, B=20), against 0.861 for influence-greedy. On the shipped toy-4l
-(fitted on 30 train prompts per task, tested on 25 test prompts per task): ranker 0.983, influence-greedy
-0.910, magnitude 0.859, random 0.315. The default tree settings scored within ±0.003 of the alternatives
-tried (100/400 iterations, 15 leaves, min_samples_leaf 50, L2 1.0) in a 2-fold split of the train prompts.
+Its leaderboard figures, and how its default tree settings were chosen, are in BENCHMARKS.md (Agents; Agent
+defaults).
 
 It remembers the descriptor columns it was fitted with and refuses an env that shows another set (e.g. fitted
 with the `atp` columns, run without them), since trees fitted on one column layout silently mis-predict on

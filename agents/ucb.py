@@ -13,13 +13,10 @@ than disjoint arms: candidates are new in every prompt, so strength must be shar
 A and b are updated from every observation (`info["kl"]` of the chosen candidate) and persist across episodes
 until `reset_memory()`.
 
-Defaults, from a sweep on toy-4l train tables (30 prompts per task, K=64, B=20, efficiency = Σ ablation KL of
-the chosen ÷ Σ top-20): `alpha = 0.3` (log10-KL units) and `lam = 1.0` (ridge prior, in units of one
-observation). With memory kept over a stream of the 120 prompts, α ∈ {0, 0.1, 0.3, 1, 3} all scored
-0.942-0.947 (within noise); with memory reset every prompt, 0.901 / 0.896 / 0.896 / 0.885 / 0.853, so larger
-α wastes a one-prompt budget on exploration. 0.3 is the largest α that costs nothing measurable there, and
-some exploration is what lets the model recover when its estimates are wrong (tests: contradicting
-measurements). λ ∈ {0.1, 1, 10}: stream 0.945 / 0.945 / 0.942, reset 0.887 / 0.896 / 0.834.
+Defaults: `alpha = 0.3` (log10-KL units) and `lam = 1.0` (ridge prior, in units of one observation), from a
+sweep on toy-4l train tables (BENCHMARKS.md, Agent defaults): larger α wastes a one-prompt budget on
+exploration, 0.3 is the largest α that cost nothing measurable in a stream, and some exploration is what lets
+the model recover when its estimates are wrong (tests: contradicting measurements).
 It is not fitted offline (no `fit`): all its learning is online, which the `stream` protocol measures.
 """
 
