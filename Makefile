@@ -47,7 +47,7 @@ test-fast: venv
 demo: venv
 	$(VENV)/bin/acd bench
 
-# The zoo's discrimination tables (DESIGN §3 bars), one per shipped model.
+# The zoo's discrimination tables (the quality bars of docs/design.md, Models), one per shipped model.
 zoo-report: venv
 	for m in $(ZOO_MODELS); do $(PY) scripts/zoo_report.py --model $$m --n 20 --quiet || exit 1; done
 

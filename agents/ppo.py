@@ -248,7 +248,7 @@ def ablation_index(interventions: Sequence[str]) -> int:
 
 
 def episode_efficiency(env: Any, agent: Any, prompt_index: int, seed: int = 0) -> float:
-    """Run one episode of `agent` on prompt `prompt_index`; its discovery efficiency (DESIGN §7): Σ ablation KL
+    """Run one episode of `agent` on prompt `prompt_index`; its discovery efficiency (docs/design.md, Metrics): Σ ablation KL
     of the distinct candidates chosen ÷ Σ of the top-B ablation KLs (1.0 when that is 0)."""
     obs, info = env.reset(seed=seed, options={"prompt_index": int(prompt_index)})
     u = env.unwrapped

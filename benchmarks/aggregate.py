@@ -1,5 +1,5 @@
 """Aggregate episode scores over prompts × seeds with rliable: mean and IQM with 95 % stratified-bootstrap CIs,
-and the probability of improvement of one agent over another (DESIGN §7).
+and the probability of improvement of one agent over another (docs/design.md, Metrics).
 
 Strata are tasks; the runs of a task are its (seed, prompt) episodes. Tasks may hold different numbers of runs
 (the counting suite is small), so scores are passed to rliable as one `(n_runs_task, D)` array per task, which

@@ -1,4 +1,4 @@
-"""Per-episode discovery metrics: pure functions on arrays (DESIGN §7).
+"""Per-episode discovery metrics: pure functions on arrays (docs/design.md, Metrics).
 
 Ground truth is the privileged table of measured effects, `env.unwrapped.oracle_effects()`. Every metric
 scores the *features* an agent chose by the effect of ablating them (or, per type, of that type's

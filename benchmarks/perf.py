@@ -1,4 +1,4 @@
-"""`acd perf`: the performance figures of DESIGN §9, measured in one run, as ratios where timing is noisy.
+"""`acd perf`: the performance figures of docs/design.md (Performance targets), measured in one run, as ratios where timing is noisy.
 
     acd perf [--quick] [--model toy-4l] [--device cuda] [--json PATH] [--skip-bench] [--skip-ray]
 
@@ -304,7 +304,7 @@ def format_table(report: dict) -> str:
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("perf", help="measure the performance targets (DESIGN §9)", description=__doc__,
+    p = subparsers.add_parser("perf", help="measure the performance targets (docs/design.md)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--quick", action="store_true", help="few repetitions (a smoke test; figures are noisy)")
     p.add_argument("--model", default="toy-4l")

@@ -1,4 +1,4 @@
-"""Protocols: what an agent may learn from before and during the test prompts (DESIGN §7).
+"""Protocols: what an agent may learn from before and during the test prompts (docs/design.md, Protocols).
 
 | protocol | fitted before the test prompts on | memory across test prompts |
 |---|---|---|

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 # Defaults for Gemma-2-2B with its PLT transcoders (`gemma`), K = 64 × 3 types, IOI-length prompts. They are
-# published figures, not measurements made here (shared/notes/prior-art-review.md: the prior implementation
+# published figures, not measurements made here (the prior implementation, circuit-tracer on Gemma-2-2B,
 # reported attribution ≈ 18 s and `feature_intervention` ≈ 0.03 s per call on a DGX Spark GB10): the sweep is
 # taken as 192 calls one by one (an upper bound: the batched engine does them in a few forward passes), and
 # the model + transcoder load per worker (≈ 60 s from a local cache) is an assumption.

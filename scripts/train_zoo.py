@@ -3,7 +3,7 @@
     python scripts/train_zoo.py --name toy-4l            # reproduces acd_env/models/zoo/toy-4l
     python scripts/train_zoo.py --name toy-4l --quick --out /tmp/q   # seconds; used by a smoke test
 
-Recipe (notes/toy-zoo-recipe.md): a GPT-2-style TransformerLens model trained on the toy grammar of
+Recipe: a GPT-2-style TransformerLens model trained on the toy grammar of
 `acd_env.tasks.grammar` with label noise (answers are not certain) and component dropout (circuits spread
 over many features), then one ReLU transcoder per layer trained on the model's own MLP inputs/outputs with an
 activation x decoder-norm sparsity penalty. With one thread (the default) the build is bit-reproducible.

@@ -17,7 +17,7 @@ to 4 x the clean activation) and compares three ways of spending a budget of B i
 Printed per task and overall (the mean of the task means): test-split accuracy, circuit-tracer's
 `compute_graph_scores` (replacement, completeness), attribution seconds per prompt, greedy / oracle and
 random / oracle per intervention type, Spearman(influence, KL) per type, and the share of the total ablation
-KL that the single strongest candidate holds. Then one PASS/FAIL line per quality bar of DESIGN.md §3.
+KL that the single strongest candidate holds. Then one PASS/FAIL line per quality bar (docs/design.md, Models).
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def overall(per_task: dict[str, dict]) -> dict[str, float]:
 
 
 def check_bars(per_task: dict[str, dict], total: dict[str, float]) -> list[dict]:
-    """The quality bars of DESIGN.md §3, each {"bar", "passed", "detail"}."""
+    """The quality bars (docs/design.md, Models), each {"bar", "passed", "detail"}."""
     types = ("ablation", "patching", "steering")
     low_acc = {
         t: round(r["accuracy"], 3) for t, r in per_task.items() if not r["accuracy"] >= BARS["accuracy"]

@@ -1,4 +1,4 @@
-"""The bad-input catalogue (DESIGN §10): every public entry point, fed every kind of bad input, fails cleanly.
+"""The bad-input catalogue (docs/design.md, Reliability rules): every public entry point, fed every kind of bad input, fails cleanly.
 
 One table, `CATALOGUE`, of cases. Each case prepares its inputs in a fresh folder (corrupted copies of the
 shipped toy-4l tables, prompt files, a regular file where a directory belongs, ...), then calls one entry point:

@@ -1,4 +1,4 @@
-"""Same seeds, same results (DESIGN §10): `acd bench` on the shipped toy-4l tables, run twice, agrees byte for byte.
+"""Same seeds, same results (docs/design.md, Reliability rules): `acd bench` on the shipped toy-4l tables, run twice, agrees byte for byte.
 
 Two fresh processes (different `PYTHONHASHSEED`s, so nothing may depend on set or dict-of-str iteration order)
 run the same small benchmark with learning agents (`ucb`, `aif`) in a memory-keeping protocol (`stream`) into two

@@ -116,7 +116,7 @@ ZOO = toy_models.toy_names()
 
 
 def test_the_zoo_has_a_held_out_model_partner():
-    """held-out-model needs a second discriminative zoo model with train tables (DESIGN §3, §7)."""
+    """held-out-model needs a second discriminative zoo model with train tables (docs/design.md: Models, Protocols)."""
     from acd_env.table_store import shipped_table_path
 
     assert DEFAULT_TOY in ZOO and len(ZOO) >= 2, ZOO
@@ -130,7 +130,7 @@ def test_the_zoo_has_a_held_out_model_partner():
 @pytest.mark.parametrize("name", ZOO)
 @pytest.mark.parametrize("task", TOY_TASKS)
 def test_toy_model_answers_the_test_split(name, task):
-    """Quality bar (DESIGN.md §3): every task answered correctly on ≥ 95 % of its test prompts."""
+    """Quality bar (docs/design.md, Models): every task answered correctly on ≥ 95 % of its test prompts."""
     model = load_model(name)
     prompts = load_task(task, model=model, split="test")
     wrong = []

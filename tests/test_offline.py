@@ -1,4 +1,4 @@
-"""Offline by default (DESIGN.md §10): the embedded path never touches the network.
+"""Offline by default (docs/design.md, Reliability rules): the embedded path never touches the network.
 
 Fresh interpreters, with no Hugging Face environment variables set, block every socket connection and name
 lookup before importing anything (a sitecustomize.py on PYTHONPATH, which logs any attempt): one loads the

@@ -1,8 +1,8 @@
 """Static per-candidate descriptors: what an agent may know of a candidate before intervening on it.
 
 Heavy-tailed quantities are given as log10 (ranking-preserving, well-scaled for linear models and PPO).
-notes/agent-headroom.md measured which matter: magnitude (activation × decoder norm, the size of what an
-ablation removes) and layer most; influence alone is weak.
+On the toy zoo the ones that matter most are magnitude (activation × decoder norm, the size of what an
+ablation removes) and layer; influence alone is weak.
 """
 
 from __future__ import annotations

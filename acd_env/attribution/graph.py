@@ -1,8 +1,8 @@
 """Attribution graph → candidate features, ranked by circuit-tracer's own node influence.
 
 `compute_node_influence` is the ranking `prune_graph` uses: a feature's share of its targets' inputs,
-propagated to the logits. Ranking by raw edge-weight sums instead picks mostly dead features
-(notes/toy-zoo-recipe.md). Adjacency convention: rows are targets, columns are sources; node order is
+propagated to the logits. Ranking by raw edge-weight sums instead picks mostly dead features.
+Adjacency convention: rows are targets, columns are sources; node order is
 [selected features, error nodes, token nodes, logit nodes].
 """
 

@@ -1,6 +1,6 @@
 """The toy models' word-level tokenizer: built offline with `tokenizers`, saved beside the weights.
 
-Gotchas handled here (notes/circuit-tracer-offline.md §5): BOS gets a non-zero id and is added by the
+Gotchas handled here: BOS gets a non-zero id and is added by the
 tokenizer's own post-processor (so TransformerLens and circuit-tracer tokenise identically), the tokenizer is
 created with `add_bos_token=True` and saved to a local directory (so TransformerLens never re-creates it from
 the hub), and decoding does not clean up spaces (so decode round-trips).
