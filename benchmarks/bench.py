@@ -1,4 +1,4 @@
-"""`acd bench`: the default leaderboard, end to end (DESIGN §8).
+"""`acd bench`: the default leaderboard, end to end (docs/design.md, The benchmark).
 
     acd bench                                   # toy-4l, all toy tasks, test split (5 prompts per task),
                                                 # 5 seeds, K=64, B=20, every available agent, protocols
