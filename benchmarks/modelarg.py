@@ -1,4 +1,5 @@
-"""The `--model` argument of the CLI: a zoo or pretrained name, or a toy model directory (with config.json)."""
+"""The `--model` argument of the CLI: a zoo or pretrained name (`HF_MODEL::TRANSCODER_SET`, either side a hub
+name or a local directory), or a toy model directory (with config.json)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from acd_env.errors import ACDError
 
 
 def is_model_dir(spec: str) -> bool:
-    return Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
+    """A toy model directory (its config.json has an `arch` block; a Hugging Face checkpoint's does not)."""
+    config = Path(spec) / "config.json"
+    if not (Path(spec).is_dir() and config.is_file()):
+        return False
+    import json
+
+    try:
+        return "arch" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def check_model_name(spec: str) -> None:
@@ -20,8 +30,8 @@ def check_model_name(spec: str) -> None:
     if is_model_dir(spec) or spec in available_models() or parse_pretrained(spec) is not None:
         return
     raise ACDError(
-        f"unknown model {spec!r}; valid models: {', '.join(available_models())}, 'HF_MODEL::TRANSCODER_SET', "
-        "or a toy model directory (holding config.json)"
+        f"unknown model {spec!r}; valid models: {', '.join(available_models())}, 'HF_MODEL::TRANSCODER_SET' "
+        "(each a hub name or a local directory), or a toy model directory (holding config.json)"
     )
 
 

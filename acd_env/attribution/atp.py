@@ -60,23 +60,26 @@ def atp_jacobian(
     top = torch.argsort(clean, descending=True)[:n_top]
     v = len(top)
     theta = torch.ones(v, n_cand, dtype=clean.dtype, device=tokens.device, requires_grad=True)
-    pending: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    pending: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
 
     def read(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
         idx = (layers == layer).nonzero(as_tuple=True)[0]
         if len(idx):
             current = model.transcoders.encode_layer(acts[:, poss[idx]], layer)  # (v, n, d_tc)
             current = current[:, torch.arange(len(idx)), fids[idx]]  # (v, n)
-            decoder = model.transcoders._get_decoder_vectors(layer, fids[idx])  # (n, d_model)
-            pending[layer] = (idx, current, decoder)
+            decoder = model.transcoders._get_decoder_vectors(layer, fids[idx])
+            if decoder.ndim == 2:  # single-layer transcoder: (n, d_model), written at this layer
+                pending.setdefault(layer, []).append((idx, current, decoder))
+            else:  # cross-layer transcoder: (n, n_layers - layer, d_model), written at this and every later layer
+                for k in range(decoder.shape[1]):
+                    pending.setdefault(layer + k, []).append((idx, current, decoder[:, k]))
         return acts
 
     def write(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
-        if layer not in pending:
-            return acts
-        idx, current, decoder = pending.pop(layer)
-        delta = ((theta[:, idx] - 1.0) * current).unsqueeze(-1) * decoder.unsqueeze(0)  # (v, n, d_model)
-        return acts.index_add(1, poss[idx], delta)
+        for idx, current, decoder in pending.pop(layer, []):
+            delta = ((theta[:, idx] - 1.0) * current).unsqueeze(-1) * decoder.unsqueeze(0)  # (v, n, d_model)
+            acts = acts.index_add(1, poss[idx], delta)
+        return acts
 
     hooks = []
     for layer in range(model.cfg.n_layers):

@@ -109,6 +109,16 @@ def load_model(name: str | Any = DEFAULT_MODEL, device: str | None = None, *, ca
         )
     elif (pair := parse_pretrained(name)) is not None:
         model = load_pretrained(name, *pair, device)
+        from acd_env.models.local import fingerprint, is_hf_dir
+
+        if is_hf_dir(pair[0]):  # local files: identified by name and file listing, not by hashing the weights
+            _INFO[model] = ModelInfo(
+                name,
+                fingerprint(*pair),
+                int(model.cfg.n_layers),
+                int(model.transcoders.d_transcoder),
+                int(model.cfg.d_vocab),
+            )
     else:
         raise unknown("model", name, [*available_models(), "HF_MODEL::TRANSCODER_SET"])
     if cache:
