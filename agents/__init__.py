@@ -12,6 +12,10 @@
 | `aif` | active inference (pymdp) |
 | `ppo` | sb3-contrib MaskablePPO policy |
 
+The circuit track (`CircuitSearch-v0`) has its own agents (`agents.circuit`): pass `track="circuit"` to
+`available_agents`, `agent_class` and `make_agent` (`random`, `influence`, `atp`, `atp-joint`, `ig`, `acdc`,
+`atp-search`, `reference`).
+
 Agent modules are imported lazily, on first use, so that e.g. `make_agent("greedy")` never imports JAX.
 """
 
@@ -36,12 +40,42 @@ REGISTRY: dict[str, str] = {
     "ppo": "agents.ppo:PPOAgent",
 }
 
-__all__ = ["PROTOCOL_METHODS", "REGISTRY", "BaseAgent", "agent_class", "available_agents", "make_agent"]
+CIRCUIT_REGISTRY: dict[str, str] = {
+    "random": "agents.circuit.rankings:RandomRanking",
+    "influence": "agents.circuit.rankings:InfluenceRanking",
+    "atp": "agents.circuit.rankings:AtPRanking",
+    "atp-joint": "agents.circuit.rankings:AtPJointRanking",
+    "ig": "agents.circuit.rankings:IGRanking",
+    "acdc": "agents.circuit.acdc:ACDCAgent",
+    "atp-search": "agents.circuit.atp_search:AtPSearchAgent",
+    "reference": "agents.circuit.reference:ReferenceAgent",
+}
+TRACKS = ("features", "circuit")
+_REGISTRIES = {"features": REGISTRY, "circuit": CIRCUIT_REGISTRY}
+
+__all__ = [
+    "CIRCUIT_REGISTRY",
+    "PROTOCOL_METHODS",
+    "REGISTRY",
+    "TRACKS",
+    "BaseAgent",
+    "agent_class",
+    "available_agents",
+    "make_agent",
+]
 
 
-def available_agents() -> list[str]:
-    """The registered agent names (any `"package.module:Class"` path works as well)."""
-    return list(REGISTRY)
+def _registry(track: str) -> dict[str, str]:
+    if track not in _REGISTRIES:
+        from acd_env.errors import unknown
+
+        raise unknown("track", track, TRACKS)
+    return _REGISTRIES[track]
+
+
+def available_agents(track: str = "features") -> list[str]:
+    """The registered agent names of a track (any `"package.module:Class"` path works as well)."""
+    return list(_registry(track))
 
 
 def _load(path: str, source: str) -> Any:
@@ -65,17 +99,20 @@ def _load(path: str, source: str) -> Any:
         raise ACDError(f"agent {source!r}: module {module_name!r} has no attribute {attr!r}") from None
 
 
-def agent_class(name: str) -> Any:
+def agent_class(name: str, track: str = "features") -> Any:
     """The class (or factory) behind an agent name or a `"package.module:Class"` path, protocol-checked."""
+    registry = _registry(track)
     if not isinstance(name, str):
         raise ACDError(f"agent name must be a string, got {type(name).__name__}")
-    if name in REGISTRY:
-        cls = _load(REGISTRY[name], name)
+    if name in registry:
+        cls = _load(registry[name], name)
     elif ":" in name:
         cls = _load(name, name)
     else:
+        where = "" if track == "features" else f" on the {track} track"
         raise ACDError(
-            f"unknown agent {name!r}; valid agents: {', '.join(REGISTRY)}, or a user class as 'package.module:Class'"
+            f"unknown agent {name!r}{where}; valid agents: {', '.join(registry)}, or a user class as "
+            "'package.module:Class'"
         )
     if inspect.isclass(cls):
         check_protocol(cls, name)
@@ -84,7 +121,7 @@ def agent_class(name: str) -> Any:
     return cls
 
 
-def make_agent(name: str | Any, **kw: Any) -> Any:
+def make_agent(name: str | Any, *, track: str = "features", **kw: Any) -> Any:
     """Build an agent: a registered name (`available_agents()`) or a `"package.module:Class"` path.
 
     Keyword arguments go to the agent's constructor (every shipped agent takes `seed`; most take
@@ -107,7 +144,7 @@ def make_agent(name: str | Any, **kw: Any) -> Any:
                 f"make_agent got an agent object and keyword arguments {sorted(kw)}; pass one or the other"
             )
         return name
-    return _construct(agent_class(name), name, kw)
+    return _construct(agent_class(name, track), name, kw)
 
 
 def _construct(cls: Any, source: str, kw: dict[str, Any]) -> Any:

@@ -1,0 +1,16 @@
+"""Circuit-track agents (`CircuitSearch-v0`): each declares a circuit with `circuit_ranking()`.
+
+| name | agent | queries |
+|---|---|---|
+| `random` | a seeded random ranking | 0 |
+| `influence` | circuit-tracer's influence order (the candidate order) | 0 |
+| `atp` | descending single-feature attribution-patching estimate (`atp_kl_ablation`) | 0 |
+| `atp-joint` | greedy selection on the AtP-linearised model's predicted faithfulness | 0 |
+| `ig` | descending integrated gradients from keep(∅) to the clean run (the EAP-IG analogue) | 0 |
+| `acdc` | ACDC's pruning rule: candidates in reverse layer order, each ablated and left ablated when the change stays under a threshold | B |
+| `atp-search` | greedy forward selection with keep-only queries over the top 6 candidates by AtP | B |
+| `reference` | privileged: the stored beam-search reference (the ceiling row) | 0 |
+
+Agents follow the same protocol as the feature track's (`agents.base`), plus `circuit_ranking()`. Zero-query
+agents set `uses_queries = False`: the harness asks for their ranking without stepping the env.
+"""
