@@ -24,6 +24,7 @@ SCORE_EDGES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.97, 1.03)  # bins of f, necessity an
 CIRCUIT_DESCRIPTORS = ("ig", "atp_joint_rank")  # zero-query scores added with descriptors=("graph", "atp")
 DYNAMIC_COLUMNS = ("in_circuit", "toggles", "keep_delta", "ablate_delta")
 NONE_YET = 0
+MAX_STEPS_PER_QUERY = 4  # free (repeated) queries are bounded: an episode takes at most this × budget steps
 
 
 def score_level(value: float) -> int:
@@ -58,6 +59,11 @@ class CircuitSearchEnv(gym.Env[dict, int]):
     features) are masked. **Invalid actions** (masked or out of range) change nothing, pay 0, still use one
     query of budget (so every episode ends) and set `info["invalid_action"]`.
 
+    ## Budget
+    The budget B counts *new* measurements: a query of a (kind, W) already measured in the episode is
+    answered again for free (`info["repeat"]`), so that stepping back out of a tested set costs nothing.
+    Free steps are bounded: the episode is truncated after `MAX_STEPS_PER_QUERY × B` steps.
+
     ## Observation Space
     `Dict`, suitable for SB3's `MultiInputPolicy`:
 
@@ -78,10 +84,11 @@ class CircuitSearchEnv(gym.Env[dict, int]):
     `action_mask`, `n_valid`, `kl_empty` and `descriptor_names`.
 
     ## Episode End
-    `terminated` when the budget of queries is spent; never truncated.
+    `terminated` when the budget of queries is spent; `truncated` after `MAX_STEPS_PER_QUERY × B` steps.
 
     ## Info (step)
-    `prompt_id`, `action_mask`, `invalid_action`, and for a valid action: `candidate`, `feature`, `kind`,
+    `prompt_id`, `action_mask`, `invalid_action`, `repeat`, `queries_left`, and for a valid action:
+    `candidate`, `feature`, `kind`,
     `toggle` (`"in"` / `"out"`), `circuit_size`, and the measured `kl`, `m` (logit difference),
     `kl_empty`, `score` (f for keep, n for ablate), `f` or `necessity`, `logit_f`.
 
@@ -192,6 +199,9 @@ class CircuitSearchEnv(gym.Env[dict, int]):
         self._last = dict.fromkeys(QUERY_KINDS, None)
         self._best_f = 0.0
         self._left = self.budget
+        self._steps = 0
+        empty = self._members.tobytes()  # f(∅) = n(∅) = 0 by definition: known without a query
+        self._seen: set[tuple[str, bytes]] = {("keep", empty), ("ablate", empty)}
         return self._obs(), {
             "prompt_id": case.prompt.id,
             "task": case.prompt.task,
@@ -217,12 +227,13 @@ class CircuitSearchEnv(gym.Env[dict, int]):
             raise ACDError(
                 f"action must be an integer in [0, {self.action_space.n}), got {action!r}"
             ) from None
-        self._left -= 1
+        self._steps += 1
         case, data = self._case, self._data
-        info: dict[str, Any] = {"prompt_id": case.prompt.id, "invalid_action": False}
+        info: dict[str, Any] = {"prompt_id": case.prompt.id, "invalid_action": False, "repeat": False}
         reward = 0.0
         if not 0 <= a < len(self._mask) or not self._mask[a]:
             info["invalid_action"] = True
+            self._left -= 1
         else:
             k, kind_index = divmod(a, 2)
             kind = QUERY_KINDS[kind_index]
@@ -232,6 +243,11 @@ class CircuitSearchEnv(gym.Env[dict, int]):
                 self._entered.append(k)
             else:
                 self._entered.remove(k)
+            seen = (kind, self._members.tobytes())
+            info["repeat"] = seen in self._seen
+            if not info["repeat"]:
+                self._seen.add(seen)
+                self._left -= 1
             kl, m = self.backend.query(self._i, [kind], self._members[None, : case.n_valid].astype(bool))
             kl, m = float(kl[0]), float(m[0])
             score = float(faithfulness(kl, data.kl_empty) if kind == "keep" else necessity(kl, data.kl_empty))
@@ -262,8 +278,12 @@ class CircuitSearchEnv(gym.Env[dict, int]):
                 **({"f": score} if kind == "keep" else {"necessity": score}),
             )
         terminated = self._left <= 0
+        truncated = not terminated and self._steps >= MAX_STEPS_PER_QUERY * self.budget
+        if truncated:
+            self._left = 0
+        info["queries_left"] = self._left
         info["action_mask"] = self._mask.astype(np.int8)
-        return self._obs(), float(reward), terminated, False, info
+        return self._obs(), float(reward), terminated, truncated, info
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {
