@@ -79,3 +79,26 @@ def check_out_file(path: object, flag: str = "--out", *, suffix: str) -> Path:
         raise ACDError(f"{flag} {str(out)!r} is a directory; give a file path ending in {suffix}")
     _check_writable_home(out, out.parent, flag, "file")
     return out
+
+
+def _on_output_path(path: Path, out: Path) -> bool:
+    """True when `path` is `out`, a folder above it, inside it, or one of its hidden helpers beside it
+    (`.NAME.tmp`, `.NAME.shards/`, ...): a path that writing `out` touches."""
+    if path == out or path in out.parents or out in path.parents:
+        return True
+    return any(p.parent == out.parent and p.name.startswith(f".{out.name}") for p in (path, *path.parents))
+
+
+def output_error(error: OSError, out: object, flag: str = "--out") -> ACDError | None:
+    """The one-line error for an OSError raised while writing the output `out` (a file or a folder; e.g. a
+    path under /proc or /sys, a full disk, a permission the early checks could not foresee), or None when the
+    error concerns some other path (a bug or an input problem: let it show)."""
+    given = os.fspath(out)  # type: ignore[arg-type]
+    bases = {Path(os.path.abspath(given)), Path(os.path.realpath(given))}
+    names = [n for n in (error.filename, error.filename2) if n is not None]
+    paths = [Path(os.path.abspath(os.fsdecode(n))) for n in names]
+    if not any(_on_output_path(p, base) for p in paths for base in bases):
+        return None
+    where = os.fsdecode(names[0])
+    reason = error.strerror or type(error).__name__
+    return ACDError(f"{flag} {given!r} cannot be written: {reason} ({where!r}); choose another {flag}")
