@@ -17,11 +17,13 @@ written atomically once every prompt is in, and the shards are removed.
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
 
-from acd_env.errors import ACDError, check_out_file, unknown
+from acd_env.errors import ACDError, check_out_file, output_error, unknown
 from benchmarks.executors import add_executor_args
 
 
@@ -68,16 +70,68 @@ def build(args: argparse.Namespace) -> int:
     check_available(opts)
     start = time.perf_counter()
     common = dict(progress=not args.no_progress, restart=args.restart, shard_size=args.shard_size)
-    if opts.is_ray:
-        from benchmarks.ray_tables import build_table_on_ray
+    try:
+        if opts.is_ray:
+            from benchmarks.ray_tables import build_table_on_ray
 
-        job = TableJob(args.model, args.task, args.split, settings, args.n)
-        path = build_table_on_ray(job, out, opts, device=args.device, **common)
-    else:
-        model = load_model_arg(args.model, args.device)
-        path = build_table_file(model, args.task, args.split, out, settings, n=args.n, **common)
-    print(f"wrote {path} ({time.perf_counter() - start:.1f} s); use it with acd bench --tables {path.parent}")
+            job = TableJob(args.model, args.task, args.split, settings, args.n)
+            path = build_table_on_ray(job, out, opts, device=args.device, **common)
+        else:
+            model = load_model_arg(args.model, args.device)
+            path = build_table_file(model, args.task, args.split, out, settings, n=args.n, **common)
+    except OSError as e:  # e.g. --out under /proc or /sys, a full disk: one line, not a traceback
+        error = output_error(e, out, "--out")
+        if error is None:
+            raise
+        raise error from None
+    print(f"wrote {path} ({time.perf_counter() - start:.1f} s)")
+    print(usage_hint(Path(path), args.model, args.task, args.split, args.k))
     return 0
+
+
+def _quote(text: str) -> str:
+    return shlex.quote(str(text))
+
+
+def bench_command(folder: Path, model: str, task: str, k: int, protocols: str | None) -> str:
+    """The `acd bench` command line that runs on the tables in `folder` (TASK-SPLIT.npz) as they are."""
+    parts = ["acd bench", "--tables", _quote(folder), "--tasks", _quote(task)]
+    if model != "toy-4l":
+        parts += ["--model", _quote(model)]
+    if k != 64:
+        parts += ["--k", str(k)]
+    if protocols:
+        parts += ["--protocol", protocols]
+    return " ".join(parts)
+
+
+def usage_hint(path: Path, model: str, task: str, split: str, k: int) -> str:
+    """How to use the table just written, as commands that work as printed: `acd bench --tables DIR` reads
+    `TASK-SPLIT.npz` files from a folder (test tables to run on; train tables, beside them, for protocols that
+    fit agents), with the same K; from Python, `CircuitDiscoveryEnv` takes the file itself."""
+    model_arg = f"model={json.dumps(model)}, " if model != "toy-4l" else ""
+    python = (
+        f'from Python: CircuitDiscoveryEnv({model_arg}backend="replay", split={json.dumps(split)}, '
+        f"tables={json.dumps(str(path))}, n_candidates={k})"
+    )
+    folder, name = path.parent, f"{task}-{split}.npz"
+    if path.name != name:
+        move = f"mv {_quote(path)} {_quote(folder / name)}"
+        return (
+            f"use it {python}; acd bench reads tables named TASK-SPLIT.npz from a folder, so for acd bench "
+            f"rename it first: {move}"
+        )
+    test = folder / f"{task}-test.npz"
+    train = folder / f"{task}-train.npz"
+    if not test.is_file():  # a train table alone: acd bench needs the test table beside it
+        return (
+            f"use it {python}; acd bench runs on test tables: build {task}-test.npz beside it (acd tables build "
+            f"--model {_quote(model)} --task {_quote(task)} --split test --k {k} --out {_quote(test)}), then "
+            f"{bench_command(folder, model, task, k, None)}"
+        )
+    protocols = None if train.is_file() else "zero-shot,stream"
+    note = "" if protocols is None else f" (protocols that fit agents need {task}-train.npz beside it)"
+    return f"use it with: {bench_command(folder, model, task, k, protocols)}{note}; or {python}"
 
 
 def add_parser(subparsers: Any) -> None:
