@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acd_env.errors import ACDError, check_out_dir, unknown
+from acd_env.errors import ACDError, check_out_dir, output_error, unknown
 from benchmarks.aggregate import DEFAULT_REPS
 from benchmarks.executors import add_executor_args
 from benchmarks.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, get_protocol, plan_folds
@@ -309,7 +309,7 @@ def prepare_out(cfg: BenchConfig) -> Path:
 def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
     """Run the benchmark; returns {"out", "leaderboard", "board", "counts", "seconds"}."""
     from benchmarks.leaderboard import build_leaderboard, write_leaderboard
-    from benchmarks.report import write_report
+    from benchmarks.report import provenance, write_report
     from benchmarks.runner import EnvSet, EpisodeSequence, ResultsLog, Runner, read_results
     from benchmarks.tb import write_tensorboard
 
@@ -442,13 +442,14 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
         protocols=cfg.protocols,
         agents=agent_names,
         interventions=interventions,
-        config=config,
+        config={**config, **provenance(cfg)},  # + command line, date, versions (not in the leaderboard)
     )
     phases["report"] = time.perf_counter() - mark
     seconds = time.perf_counter() - start
     echo(paths["md"].read_text())
     echo(
         f"{counts['ran']} episodes run, {counts['skipped']} already done"
+        + (f", {counts['na']} not applicable (n/a)" if counts.get("na") else "")
         + (f", {counts['replayed']} replayed to restore memory" if counts["replayed"] else "")
         + f"; {seconds:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in phases.items())}). Outputs in {out}/: results.jsonl, leaderboard.md/.csv/.json, tb/ "
         f"(tensorboard --logdir {out / 'tb'}), report.html" + (", curves.png" if report["png"] else "")
@@ -603,5 +604,10 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    except OSError as e:  # an output path that cannot be written (/proc/x, a full disk): one line, exit 2
+        error = output_error(e, cfg.out, "--out")
+        if error is None:
+            raise
+        raise error from None
     sys.stdout.flush()
     return 0

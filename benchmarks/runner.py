@@ -316,7 +316,7 @@ class Event(NamedTuple):
 
     rows: list[dict]
     advance: int = 0  # episodes this event accounts for (progress bar)
-    count: str | None = None  # "ran", "skipped" or "replayed"
+    count: str | None = None  # "ran", "skipped", "replayed" or "na" (an agent that does not apply)
 
 
 class AgentFactory:
@@ -393,10 +393,12 @@ def sequence_events(
     n = len(seq.order)
 
     def na(reason: str) -> Event:
-        return Event([{"kind": "na", "agent": spec.name, "protocol": protocol.name, "reason": reason}], n)
+        return Event(
+            [{"kind": "na", "agent": spec.name, "protocol": protocol.name, "reason": reason}], n, "na"
+        )
 
     if known.not_applicable:
-        yield Event([], n)
+        yield Event([], n, "na")
         return
     env = env_for(envs, spec)
     prompts = env.unwrapped.prompts
@@ -517,11 +519,12 @@ class Runner:
         return False
 
     def run(self, sequences: Sequence[EpisodeSequence], executor: Any = None) -> dict:
-        """Run all sequences; returns counts {"ran", "skipped", "replayed"}. `executor`: ExecutorOptions."""
+        """Run all sequences; returns counts {"ran", "skipped", "replayed", "na"} (they add up to the progress
+        bar's total: "na" counts the planned episodes of agents that do not apply). `executor`: ExecutorOptions."""
         from tqdm import tqdm
 
         total = sum(len(s.order) for s in sequences)
-        counts = {"ran": 0, "skipped": 0, "replayed": 0}
+        counts = {"ran": 0, "skipped": 0, "replayed": 0, "na": 0}
         with tqdm(
             total=total, desc="acd bench", unit="episode", disable=not self.progress, dynamic_ncols=True
         ) as bar:

@@ -12,6 +12,9 @@ duplicates), with torch's `SummaryWriter`. `tensorboard --logdir <run dir>/tb` s
 | `aif/belief_entropy`, `aif/efe`, any other `diagnostics()` scalar | global step | the agent's diagnostics after that step |
 | `stream/efficiency` | prompt index in the seed's order | efficiency, mean over seeds (protocols that keep memory: the learning curve) |
 | `losses/*` … | the agent's training step | the agent's `training_log()` (PPO), in the run `train/<agent>` |
+
+Every tag carries its description (TensorBoard shows it under the chart's ⓘ), written in the summary metadata of
+the tag's first event (`TAG_DESCRIPTIONS`), and the run `about` holds this table as a text panel (TEXT tab).
 """
 
 from __future__ import annotations
@@ -23,6 +26,71 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+TAG_DESCRIPTIONS = {
+    "discovery/reward": "Reward of each step: the KL divergence (nats) its intervention caused in the next-token "
+    "distribution. x: global step over the run's episodes.",
+    "discovery/cumulative_efficiency": "Within an episode, the ablation effect of the features chosen so far ÷ "
+    "the oracle's total over B steps (1 = as good as the oracle). x: global step.",
+    "discovery/efficiency": "Discovery efficiency of each episode: Σ ablation KL of the B chosen features ÷ Σ of "
+    "the B largest (oracle = 1). x: global step at the episode's end.",
+    "discovery/auc": "Anytime AUC of each episode: area under its cumulative-effect curve ÷ the oracle's "
+    "(rewards finding the big features early). x: global step at the episode's end.",
+    "discovery/recall": "recall@B of each episode: share of the oracle's top-B features the agent chose. x: "
+    "global step at the episode's end.",
+    "discovery/steps80": "Steps the episode took to reach 80 % of the oracle's B-step total (B + 1 if never). "
+    "x: global step at the episode's end.",
+    "discovery/mean_curve": "Cumulative efficiency after each step of an episode, mean over the run's episodes. "
+    "x: step within the episode (1..B).",
+    "stream/efficiency": "Efficiency on the n-th prompt of the stream, mean over seeds; the agent keeps its "
+    "memory from prompt to prompt, so a rising line means it learns. x: prompt index.",
+    "aif/belief_entropy": "Active inference: entropy (nats) of the agent's beliefs about the candidates' "
+    "importance after each step; falls as it learns what matters. x: global step.",
+    "aif/efe": "Active inference: expected free energy of the action the agent chose (lower = preferred). "
+    "x: global step.",
+}
+
+
+def describe(tag: str) -> str:
+    """The description shown with a tag in TensorBoard."""
+    if tag in TAG_DESCRIPTIONS:
+        return TAG_DESCRIPTIONS[tag]
+    if tag.startswith("losses/") or tag.startswith("train/"):
+        return f"The agent's own training log (training_log()): {tag.split('/', 1)[1]}. x: its training step."
+    return f"The agent's diagnostics() value {tag!r} after each step. x: global step."
+
+
+class _Writer:
+    """torch's SummaryWriter, writing each tag's description into the summary metadata of its first event."""
+
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.described: set[str] = set()
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        if tag in self.described:
+            self.writer.add_scalar(tag, value, step)
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.scalar.metadata import create_summary_metadata
+
+        self.described.add(tag)
+        meta = create_summary_metadata(display_name=tag, description=describe(tag))
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value), metadata=meta)])
+        self.writer._get_file_writer().add_summary(summary, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def about_text() -> str:
+    """The text panel of the run `about`: every tag and what it means."""
+    lines = ["| tag | meaning |", "|---|---|"]
+    lines += [f"| `{tag}` | {text} |" for tag, text in TAG_DESCRIPTIONS.items()]
+    lines.append("| `losses/*` | the agent's own training log (PPO), in the run `train/<agent>` |")
+    return "Runs are `<protocol>/<agent>`. " + "\n".join(["", *lines])
 
 
 def run_name(text: str) -> str:
@@ -38,8 +106,6 @@ def write_tensorboard(
 ) -> Path:
     """Write every run's event file under `out` (replaced if present). keep_memory: protocols whose prompt order
     is a learning curve (`stream/efficiency`)."""
-    from torch.utils.tensorboard import SummaryWriter
-
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -55,7 +121,7 @@ def write_tensorboard(
         elif kind == "log":
             logs.append(r)
     for (protocol, agent), eps in sorted(episodes.items()):
-        writer = SummaryWriter(log_dir=str(out / run_name(protocol) / run_name(agent)))
+        writer = _Writer(out / run_name(protocol) / run_name(agent))
         global_step = 0
         curves = []
         by_index: dict[int, list[float]] = defaultdict(list)
@@ -82,10 +148,16 @@ def write_tensorboard(
                 writer.add_scalar("stream/efficiency", float(np.mean(by_index[i])), i)
         writer.close()
     for log in sorted(logs, key=lambda r: r["agent"]):
-        writer = SummaryWriter(log_dir=str(out / "train" / run_name(log["agent"])))
+        writer = _Writer(out / "train" / run_name(log["agent"]))
         for rec in log["records"]:
             for tag, value in sorted(rec.items()):
                 if tag != "step":
                     writer.add_scalar(tag, float(value), int(rec["step"]))
         writer.close()
+    if episodes or logs:
+        from torch.utils.tensorboard import SummaryWriter
+
+        about = SummaryWriter(log_dir=str(out / "about"))
+        about.add_text("about/tags", about_text(), 0)
+        about.close()
     return out
