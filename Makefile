@@ -29,11 +29,17 @@ all: test
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml $(STAMP_DEPS)
+	@echo "Setting up $(VENV) (first run only, or after pyproject.toml or TORCH_SPEC changed): about 2 minutes,"
+	@echo "quiet unless something fails."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e '.[dev,ray]'
+	@echo "  [1/3] upgrading pip"
+	@$(PIP) install --quiet --upgrade pip
+	@echo "  [2/3] installing torch ($(strip $(TORCH_SPEC)))"
+	@$(PIP) install --quiet $(TORCH_SPEC)
+	@echo "  [3/3] installing this package and its dependencies (circuit-tracer, gymnasium, ray, ...)"
+	@$(PIP) install --quiet -e '.[dev,ray]'
 	@echo '$(strip $(TORCH_SPEC))' > $(STAMP)
+	@echo "$(VENV) is ready: run the commands as $(VENV)/bin/acd ..., or 'source $(VENV)/bin/activate' first."
 
 test: venv
 	$(VENV)/bin/ruff format --check .
@@ -45,6 +51,7 @@ test-fast: venv
 
 # The main job: the default benchmark on the embedded model (leaderboard printed; outputs in runs/<time>/).
 demo: venv
+	@echo "Running the default benchmark: $(VENV)/bin/acd bench (a minute or two on 2 CPU cores; a progress bar follows)"
 	$(VENV)/bin/acd bench
 
 # The zoo's discrimination tables (the quality bars of docs/design.md, Models), one per shipped model.
