@@ -5,8 +5,10 @@ engine and save the circuit table atomically (acd_env.table_build).
     acd tables build --model toy-4l --task ioi --split train --n 20 --descriptors graph,atp --out /tmp/ioi.npz
     acd tables build --task ioi --executor ray --workers 2       # on Ray (benchmarks/executors.py)
 
-Default output: `tables/<model>/<task>-<split>.npz` under the current directory; use it with
-`acd bench --tables tables/<model>` or `CircuitDiscoveryEnv(backend="replay", tables=PATH)`. (The tables shipped
+Default output: `tables/<model>/<task>-<split>.npz` under the current directory. When it is done the command
+prints how to use the table, as commands that work as printed: `acd bench --tables tables/<model> --tasks TASK`
+(with `--k` and `--protocol` as the table and its neighbours need; `acd bench` reads `TASK-SPLIT.npz` names, so
+another file name comes with the `mv` to make first) or `CircuitDiscoveryEnv(backend="replay", tables=PATH)`. (The tables shipped
 with the toy models are rebuilt by scripts/build_tables.py, with the attribution-patching columns.)
 
 Resuming: finished prompts are written in shards to `.<name>.shards/` beside the output; a build that is
