@@ -33,6 +33,11 @@ from benchmarks.aggregate import DEFAULT_REPS
 from benchmarks.executors import add_executor_args
 from benchmarks.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, get_protocol, plan_folds
 
+TRACKS = (
+    "features",
+    "circuit",
+)  # the feature track (CircuitDiscovery-v0) and the circuit track (CircuitSearch-v0)
+
 DEFAULT_SEEDS = 5
 DEFAULT_PROMPTS_PER_TASK = 5  # keeps the default run within ~120 s on 2 CPU cores; 0 = every test prompt
 SPLIT = "test"
@@ -79,6 +84,7 @@ class BenchConfig:
     ray_address: str | None = None
     workers: int | None = None
     gpus_per_worker: float = 0.0
+    tracks: list[str] | None = None  # features, circuit (None: see resolve_tracks)
 
     def executor_options(self) -> Any:
         from benchmarks.executors import ExecutorOptions
@@ -87,18 +93,33 @@ class BenchConfig:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def default_agents() -> list[str]:
+def default_agents(track: str = "features") -> list[str]:
     from agents import available_agents
 
-    return available_agents()
+    return available_agents(track)
 
 
-def agent_problem(name: str) -> str | None:
+def track_agents(cfg: BenchConfig, track: str) -> list[str]:
+    """The agents that run on a track: the given ones that exist there (a `module:Class` path runs on the track
+    its class names with `track`, default features), else every registered agent of the track."""
+    if cfg.agents is None:
+        return default_agents(track)
+    known = default_agents(track)
+    return [n for n in cfg.agents if n in known or (":" in n and _path_track(n) == track)]
+
+
+def _path_track(path: str) -> str:
+    from agents import agent_class
+
+    return getattr(agent_class(path), "track", "features")
+
+
+def agent_problem(name: str, track: str = "features") -> str | None:
     """None when the agent can be built, else why not (its module is missing, an import fails, ...)."""
     from agents import agent_class
 
     try:
-        agent_class(name)
+        agent_class(name, track)
     except ACDError as e:
         return str(e)
     except Exception as e:  # an agent module that fails to import: report it, run the others
@@ -151,13 +172,33 @@ def check_config(cfg: BenchConfig) -> None:
         raise ACDError(
             f"--tables {cfg.tables!r} is not a directory (expected one holding TASK-SPLIT.npz tables)"
         )
+    if cfg.tracks is not None and (not cfg.tracks or any(t not in TRACKS for t in cfg.tracks)):
+        bad = next((t for t in cfg.tracks if t not in TRACKS), None)
+        raise (
+            unknown("track", bad, TRACKS)
+            if bad
+            else ACDError(f"no track given; valid tracks: {', '.join(TRACKS)}")
+        )
     if cfg.agents is not None:
+        valid = list(dict.fromkeys(n for t in cfg.tracks or TRACKS for n in default_agents(t)))
         if not cfg.agents:
-            raise ACDError(f"no agent given; valid agents: {', '.join(default_agents())}")
+            raise ACDError(f"no agent given; valid agents: {', '.join(valid)}")
         for name in cfg.agents:
-            problem = agent_problem(name)
-            if problem:
-                raise ACDError(problem)
+            if ":" in name:
+                problem = agent_problem(name)
+                if problem:
+                    raise ACDError(problem)
+            elif name not in valid:
+                raise ACDError(
+                    f"unknown agent {name!r} on track(s) {', '.join(cfg.tracks or TRACKS)}; valid agents: "
+                    f"{', '.join(valid)}, "
+                    "or a user class as 'package.module:Class'"
+                )
+            else:
+                for track in cfg.tracks or TRACKS:
+                    problem = agent_problem(name, track) if name in default_agents(track) else None
+                    if problem:
+                        raise ACDError(problem)
     if cfg.fit_model is not None:
         check_model_name(cfg.fit_model)
     from benchmarks.executors import check_available
@@ -224,8 +265,10 @@ class TableCache:
 def make_env_factory(cfg: BenchConfig, tasks: list[str]):
     from acd_env.env import CircuitDiscoveryEnv
 
-    def make(descriptors: tuple[str, ...]) -> Any:
+    def make(descriptors: tuple[str, ...], track: str = "features") -> Any:
         common = dict(n_candidates=cfg.k, budget=cfg.budget, descriptors=descriptors, split=cfg.split)
+        if track == "circuit":
+            return _circuit_env(cfg, tasks, common)
         if cfg.backend == "replay":
             paths = [table_path(cfg, cfg.model, t, cfg.split) for t in tasks]
             return CircuitDiscoveryEnv(model=cfg.model, task=tasks, backend="replay", tables=paths, **common)
@@ -241,29 +284,63 @@ def make_env_factory(cfg: BenchConfig, tasks: list[str]):
     return make
 
 
+def _circuit_env(cfg: BenchConfig, tasks: list[str], common: dict) -> Any:
+    from acd_env.circuit_env import CircuitSearchEnv
+
+    if cfg.backend == "replay":
+        paths = [table_path(cfg, cfg.model, t, cfg.split) for t in tasks]
+        return CircuitSearchEnv(model=cfg.model, task=tasks, backend="replay", tables=paths, **common)
+    from benchmarks.modelarg import load_model_arg
+
+    model = load_model_arg(cfg.model, cfg.device)
+    if cfg.prompts_file is not None:
+        return CircuitSearchEnv(
+            model=model, prompts=cfg.prompts_file, backend="live", device=cfg.device, **common
+        )
+    return CircuitSearchEnv(model=model, task=tasks, backend="live", device=cfg.device, **common)
+
+
+def circuit_prompts(env: Any, by_task: dict[str, list[int]]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """The circuit track's test prompts: those whose candidates, all ablated, move the next-token distribution
+    by at least `KL_FLOOR` nats (others have no behaviour to explain); returns them and the excluded counts."""
+    from acd_env.circuit import KL_FLOOR
+
+    backend = env.unwrapped.backend
+    kept = {t: [i for i in idx if backend.circuit(i).kl_empty >= KL_FLOOR] for t, idx in by_task.items()}
+    return kept, {t: len(by_task[t]) - len(kept[t]) for t in by_task}
+
+
+def _table_metas(cfg: BenchConfig, tasks: list[str]) -> list[dict | None]:
+    from acd_env.tables import read_meta
+
+    return [read_meta(table_path(cfg, cfg.model, t, cfg.split)) for t in tasks]
+
+
 def tables_have_atp(cfg: BenchConfig, tasks: list[str]) -> bool:
     if cfg.backend == "live":
         return True
-    import numpy as np
-
-    for t in tasks:
-        path = table_path(cfg, cfg.model, t, cfg.split)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                names = json.loads(str(data["meta"]))["descriptor_names"]
-        except Exception:
-            return False
-        if not any(n.startswith("atp_") for n in names):
-            return False
-    return True
+    metas = _table_metas(cfg, tasks)
+    return all(
+        m is not None and any(n.startswith("atp_") for n in m.get("descriptor_names", [])) for m in metas
+    )
 
 
-def agent_spec(name: str) -> Any:
+def resolve_tracks(cfg: BenchConfig, tasks: list[str]) -> list[str]:
+    """The tracks to run: the given ones, else both on replay tables with circuit data, else the feature track
+    (a live circuit track searches every prompt's reference on the model: ask for it with --track circuit)."""
+    if cfg.tracks is not None:
+        return list(cfg.tracks)
+    if cfg.backend == "replay" and all(m is not None and m.get("circuit") for m in _table_metas(cfg, tasks)):
+        return list(TRACKS)
+    return ["features"]
+
+
+def agent_spec(name: str, track: str = "features") -> Any:
     from agents import agent_class, make_agent
     from agents.greedy import AtPAgent
     from benchmarks.runner import AgentSpec
 
-    cls = agent_class(name)
+    cls = agent_class(name, track)
     takes_seed = True
     try:
         params = inspect.signature(cls).parameters
@@ -272,11 +349,11 @@ def agent_spec(name: str) -> Any:
         pass
 
     def build(seed: int) -> Any:
-        return make_agent(name, seed=seed) if takes_seed else make_agent(name)
+        return make_agent(name, track=track, seed=seed) if takes_seed else make_agent(name, track=track)
 
     is_class = inspect.isclass(cls)
-    needs_atp = is_class and issubclass(cls, AtPAgent)
-    return AgentSpec(name=name, build=build, cls=cls if is_class else None, needs_atp=needs_atp)
+    needs_atp = is_class and (issubclass(cls, AtPAgent) or bool(getattr(cls, "needs_atp", False)))
+    return AgentSpec(name=name, build=build, cls=cls if is_class else None, needs_atp=needs_atp, track=track)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -308,15 +385,23 @@ def prepare_out(cfg: BenchConfig) -> Path:
 
 def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
     """Run the benchmark; returns {"out", "leaderboard", "board", "counts", "seconds"}."""
+    from acd_env.interventions import INTERVENTION_TYPES
     from benchmarks.leaderboard import build_leaderboard, write_leaderboard
     from benchmarks.report import provenance, write_report
-    from benchmarks.runner import EnvSet, EpisodeSequence, ResultsLog, Runner, read_results
+    from benchmarks.runner import (
+        EnvSet,
+        EpisodeSequence,
+        ResultsLog,
+        Runner,
+        read_results,
+        sequence_key,
+        track_of,
+    )
     from benchmarks.tb import write_tensorboard
 
     start = time.perf_counter()
     check_config(cfg)
     explicit_agents = cfg.agents is not None
-    agent_names = list(cfg.agents) if explicit_agents else default_agents()
     tasks = resolve_tasks(cfg)
     if cfg.backend == "replay":
         missing = [
@@ -329,8 +414,9 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
                 f"no {cfg.split} circuit table for model {cfg.model!r} at {missing[0]}; build it with `acd tables build "
                 f"--model {cfg.model} --task TASK --split {cfg.split}` or use --backend live"
             )
+    tracks = resolve_tracks(cfg, tasks)
     envs = EnvSet(make=make_env_factory(cfg, tasks), has_atp=tables_have_atp(cfg, tasks))
-    env = envs.get(("graph",))
+    env = envs.get(("graph",), tracks[0])
     prompts = env.unwrapped.prompts
     if not tasks:  # custom prompts: their own task labels
         tasks = list(dict.fromkeys(p.task for p in prompts))
@@ -338,17 +424,25 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
     for i, p in enumerate(prompts):
         if p.task in by_task and (cfg.prompts_per_task == 0 or len(by_task[p.task]) < cfg.prompts_per_task):
             by_task[p.task].append(i)
-    interventions = list(env.unwrapped.settings.interventions)
+    interventions = list(INTERVENTION_TYPES)
+    if "features" in tracks:
+        interventions = list(envs.get(("graph",), "features").unwrapped.settings.interventions)
+    test_prompts = {"features": by_task}
+    excluded: dict[str, int] = {}
+    if "circuit" in tracks:
+        test_prompts["circuit"], excluded = circuit_prompts(envs.get(("graph",), "circuit"), by_task)
 
     # agents: explicit ones must work (checked above); the default list reports what is not installed
-    unavailable: dict[str, str] = {}
+    agent_names = {track: track_agents(cfg, track) for track in tracks}
+    unavailable: dict[tuple[str, str], str] = {}
     specs = []
-    for name in agent_names:
-        problem = None if explicit_agents else agent_problem(name)
-        if problem:
-            unavailable[name] = f"not available ({problem})"
-            continue
-        specs.append(agent_spec(name))
+    for track in tracks:
+        for name in agent_names[track]:
+            problem = None if explicit_agents else agent_problem(name, track)
+            if problem:
+                unavailable[(track, name)] = f"not available ({problem})"
+                continue
+            specs.append(agent_spec(name, track))
 
     from acd_env.models.toy import toy_names
 
@@ -367,26 +461,27 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
         ]
     sequences = []
     plans = {}
-    for pname in cfg.protocols:
-        protocol = get_protocol(pname)
-        folds = plan_folds(
-            protocol,
-            test_tasks=tasks,
-            test_by_task=by_task,
-            train_tables=tables,
-            model=cfg.model,
-            fit_tasks=fit_tasks,
-            fit_models=fit_models,
-            train_tasks=train_tasks,
-        )
-        plans[pname] = folds
-        for spec in specs:
-            for seed in cfg.seeds:
-                for fold in folds:
-                    order = fold.order(protocol, seed)
-                    sequences.append(
-                        EpisodeSequence(spec, protocol, fold, seed, order, fit_seed=cfg.seeds[0])
-                    )
+    for track in tracks:
+        for pname in cfg.protocols:
+            protocol = get_protocol(pname)
+            folds = plan_folds(
+                protocol,
+                test_tasks=tasks,
+                test_by_task=test_prompts[track],
+                train_tables=tables,
+                model=cfg.model,
+                fit_tasks=fit_tasks,
+                fit_models=fit_models,
+                train_tasks=train_tasks,
+            )
+            plans[pname] = folds
+            for spec in (s for s in specs if s.track == track):
+                for seed in cfg.seeds:
+                    for fold in folds:
+                        order = fold.order(protocol, seed)
+                        sequences.append(
+                            EpisodeSequence(spec, protocol, fold, seed, order, fit_seed=cfg.seeds[0])
+                        )
 
     out = prepare_out(cfg)
     log = ResultsLog(out / "results.jsonl")
@@ -400,9 +495,12 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
     mark = time.perf_counter()
 
     # only this invocation's episodes (a directory may hold more seeds/agents from other invocations)
-    wanted = {(s.agent.name, s.protocol.name, prompts[i].id, s.seed) for s in sequences for i in s.order}
+    wanted = {sequence_key(s, prompts[i].id) for s in sequences for i in s.order}
     rows = [r for r in read_results(out / "results.jsonl") if _wanted(r, wanted, cfg)]
-    na = {(name, p): reason for name, reason in unavailable.items() for p in cfg.protocols}
+    feature_rows = [r for r in rows if track_of(r) == "features"]
+    circuit_rows = [r for r in rows if track_of(r) == "circuit"]
+    from acd_env.circuit import KL_FLOOR
+
     config = {
         "model": cfg.model,
         "tasks": tasks,
@@ -411,42 +509,84 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
         "budget": cfg.budget,
         "seeds": list(cfg.seeds),
         "backend": cfg.backend,
+        "tracks": list(tracks),
         "protocols": list(cfg.protocols),
-        "agents": agent_names,
+        "agents": agent_names.get("features", []),
         "prompts_per_task": cfg.prompts_per_task,
         "reps": cfg.reps,
         "prompts": {t: len(v) for t, v in by_task.items()},
         "fit": {p: [f.fit_source for f in folds if f.fits] for p, folds in plans.items()},
     }
-    board = build_leaderboard(
-        rows,
-        protocols=cfg.protocols,
-        agents=agent_names,
-        interventions=interventions,
-        budget=cfg.budget,
-        reps=cfg.reps,
-        seed=0,
-        not_applicable=na,
-    )
-    paths = write_leaderboard(out, board, interventions, config)
+    if "circuit" in tracks:
+        config.update(circuit_agents=agent_names["circuit"], kl_floor=KL_FLOOR, circuit_excluded=excluded)
+    md_parts = []
+    board: list[dict] = []
+    paths: dict[str, Path] = {}
+    report = {"png": False}
+    if "features" in tracks:
+        na = {
+            (name, p): reason
+            for (t, name), reason in unavailable.items()
+            if t == "features"
+            for p in cfg.protocols
+        }
+        board = build_leaderboard(
+            feature_rows,
+            protocols=cfg.protocols,
+            agents=agent_names["features"],
+            interventions=interventions,
+            budget=cfg.budget,
+            reps=cfg.reps,
+            seed=0,
+            not_applicable=na,
+        )
+        paths = write_leaderboard(out, board, interventions, config)
+    else:
+        (out / "leaderboard.md").write_text("")  # the circuit section is appended below
+    circuit_board: list[dict] = []
+    if "circuit" in tracks:
+        from benchmarks.circuit_leaderboard import build_circuit_leaderboard, write_circuit_leaderboard
+
+        na = {
+            (name, p): reason
+            for (t, name), reason in unavailable.items()
+            if t == "circuit"
+            for p in cfg.protocols
+        }
+        circuit_board = build_circuit_leaderboard(
+            circuit_rows,
+            protocols=cfg.protocols,
+            agents=agent_names["circuit"],
+            reps=cfg.reps,
+            seed=0,
+            not_applicable=na,
+        )
+        circuit_paths = write_circuit_leaderboard(out, circuit_board, config)
+        paths = {**circuit_paths, **{k: v for k, v in paths.items() if k != "md"}, "md": circuit_paths["md"]}
     phases["leaderboard"] = time.perf_counter() - mark
     mark = time.perf_counter()
     keep = [p for p in cfg.protocols if PROTOCOLS[p].keep_memory]
-    write_tensorboard(rows, out / "tb", keep_memory=keep)
+    write_tensorboard(feature_rows, out / "tb", keep_memory=keep)
+    if circuit_rows:
+        from benchmarks.circuit_report import write_circuit_tensorboard
+
+        write_circuit_tensorboard(circuit_rows, out / "tb")
     phases["tensorboard"] = time.perf_counter() - mark
     mark = time.perf_counter()
     report = write_report(
         out,
-        rows,
+        feature_rows,
         board,
         protocols=cfg.protocols,
-        agents=agent_names,
+        agents=agent_names.get("features", []),
         interventions=interventions,
         config={**config, **provenance(cfg)},  # + command line, date, versions (not in the leaderboard)
+        **_circuit_report_args(circuit_rows, circuit_board, cfg, agent_names),
     )
     phases["report"] = time.perf_counter() - mark
     seconds = time.perf_counter() - start
-    echo(paths["md"].read_text())
+    md_parts.append((out / "leaderboard.md").read_text())
+    echo("".join(md_parts))
     echo(
         f"{counts['ran']} episodes run, {counts['skipped']} already done"
         + (f", {counts['na']} not applicable (n/a)" if counts.get("na") else "")
@@ -458,10 +598,20 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
         "out": out,
         "leaderboard": paths,
         "board": board,
+        "circuit_board": circuit_board,
         "counts": counts,
         "seconds": seconds,
         "phases": phases,
     }
+
+
+def _circuit_report_args(rows: list[dict], board: list[dict], cfg: BenchConfig, agents: dict) -> dict:
+    """The circuit track's part of the report (nothing when the track did not run)."""
+    if not rows:
+        return {}
+    from benchmarks.circuit_report import circuit_section
+
+    return {"extra_sections": circuit_section(rows, board, protocols=cfg.protocols, agents=agents["circuit"])}
 
 
 def _toy_tasks() -> list[str]:
@@ -471,9 +621,11 @@ def _toy_tasks() -> list[str]:
 
 
 def _wanted(row: dict, wanted: set, cfg: BenchConfig) -> bool:
+    from benchmarks.runner import episode_key
+
     kind = row.get("kind")
     if kind in ("step", "episode"):
-        return (row["agent"], row["protocol"], row["prompt_id"], int(row["seed"])) in wanted
+        return episode_key(row) in wanted
     if kind == "fit":
         return int(row["seed"]) in cfg.seeds and row["protocol"] in cfg.protocols
     if kind == "na":
@@ -566,6 +718,14 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="fit every seed's agent itself (default: one fit per agent, protocol and fold, copied to every seed)",
     )
+    p.add_argument(
+        "--track",
+        dest="tracks",
+        action="append",
+        help="track(s), comma-separated or repeated: features (CircuitDiscovery-v0, single features) and "
+        "circuit (CircuitSearch-v0, sets scored by faithfulness) (default: both on replay tables with circuit "
+        "data, else features)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add_executor_args(p)
     p.set_defaults(func=main)
@@ -594,6 +754,7 @@ def main(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
+        tracks=_names(args.tracks),
     )
     cfg.out = cfg.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     try:

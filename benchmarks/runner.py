@@ -58,12 +58,17 @@ STEP_INFO = (
 
 
 # ---------------------------------------------------------------------------------------------- results file
+def track_of(row: dict) -> str:
+    """A row's track (rows written before the circuit track existed are feature-track rows)."""
+    return row.get("track", "features")
+
+
 def episode_key(row: dict) -> tuple:
-    return (row["agent"], row["protocol"], row["prompt_id"], int(row["seed"]))
+    return (track_of(row), row["agent"], row["protocol"], row["prompt_id"], int(row["seed"]))
 
 
 def fit_key(row: dict) -> tuple:
-    return (row["agent"], row["protocol"], row["fold"], int(row["seed"]))
+    return (track_of(row), row["agent"], row["protocol"], row["fold"], int(row["seed"]))
 
 
 def _clean(value: Any) -> Any:
@@ -158,9 +163,9 @@ class ResultsLog:
         elif kind == "fit":
             self.fits.add(fit_key(row))
         elif kind == "na":
-            self.na.add((row["agent"], row["protocol"]))
+            self.na.add((track_of(row), row["agent"], row["protocol"]))
         elif kind == "log":
-            self.logs.add(row["agent"])
+            self.logs.add((track_of(row), row["agent"]))
 
     def append(self, rows: Sequence[dict]) -> None:
         """Append rows as one block: a single write, flushed and fsynced."""
@@ -210,6 +215,7 @@ class AgentSpec:
     build: Callable[[int], Any]
     cls: Any = None
     needs_atp: bool = False
+    track: str = "features"  # or "circuit" (CircuitSearch-v0, benchmarks.circuit_episode)
 
 
 @dataclass
@@ -226,16 +232,17 @@ class EpisodeSequence:
 
 @dataclass
 class EnvSet:
-    """The test environments, one per descriptor set (graph; graph + atp when the tables have those columns)."""
+    """The test environments, one per (track, descriptor set) (graph; graph + atp when the tables have those
+    columns). `make(descriptors, track)` builds one."""
 
-    make: Callable[[tuple[str, ...]], Any]
+    make: Callable[[tuple[str, ...], str], Any]
     has_atp: bool
     _envs: dict = field(default_factory=dict)
 
-    def get(self, descriptors: tuple[str, ...]) -> Any:
-        if descriptors not in self._envs:
-            self._envs[descriptors] = self.make(descriptors)
-        return self._envs[descriptors]
+    def get(self, descriptors: tuple[str, ...], track: str = "features") -> Any:
+        if (track, descriptors) not in self._envs:
+            self._envs[(track, descriptors)] = self.make(descriptors, track)
+        return self._envs[(track, descriptors)]
 
 
 def run_episode(env: Any, agent: Any, prompt_index: int, seed: int, base: dict, budget: int) -> list[dict]:
@@ -306,9 +313,14 @@ class Known:
 
     @classmethod
     def of(cls, log: ResultsLog, seq: EpisodeSequence, prompt_ids: Sequence[str]) -> Known:
-        keys = [(seq.agent.name, seq.protocol.name, prompt_ids[i], seq.seed) for i in seq.order]
+        keys = [sequence_key(seq, prompt_ids[i]) for i in seq.order]
         done = {k: log.episodes[k]["metrics"]["efficiency"] for k in keys if k in log.episodes}
-        return cls(done, (seq.agent.name, seq.protocol.name) in log.na)
+        return cls(done, (seq.agent.track, seq.agent.name, seq.protocol.name) in log.na)
+
+
+def sequence_key(seq: EpisodeSequence, prompt_id: str) -> tuple:
+    """The `episode_key` of a sequence's episode on a prompt."""
+    return (seq.agent.track, seq.agent.name, seq.protocol.name, prompt_id, seq.seed)
 
 
 class Event(NamedTuple):
@@ -342,7 +354,7 @@ class AgentFactory:
         if not self.share_fit:
             agent = spec.build(seed)
             return agent, [self._fit(agent, seq, seed, env)]
-        key = (spec.name, protocol.name, fold.name)
+        key = (spec.track, spec.name, protocol.name, fold.name)
         rows = []
         if key not in self._fitted:
             fit_seed = seed if seq.fit_seed is None else seq.fit_seed
@@ -370,6 +382,7 @@ class AgentFactory:
         agent.fit(tables)
         return {
             "kind": "fit",
+            "track": seq.agent.track,
             "agent": seq.agent.name,
             "protocol": seq.protocol.name,
             "fold": seq.fold.name,
@@ -381,7 +394,7 @@ class AgentFactory:
 
 
 def env_for(envs: EnvSet, spec: AgentSpec) -> Any:
-    return envs.get(("graph", "atp") if spec.needs_atp else ("graph",))
+    return envs.get(("graph", "atp") if spec.needs_atp else ("graph",), spec.track)
 
 
 def sequence_events(
@@ -394,7 +407,17 @@ def sequence_events(
 
     def na(reason: str) -> Event:
         return Event(
-            [{"kind": "na", "agent": spec.name, "protocol": protocol.name, "reason": reason}], n, "na"
+            [
+                {
+                    "kind": "na",
+                    "track": spec.track,
+                    "agent": spec.name,
+                    "protocol": protocol.name,
+                    "reason": reason,
+                }
+            ],
+            n,
+            "na",
         )
 
     if known.not_applicable:
@@ -402,7 +425,7 @@ def sequence_events(
         return
     env = env_for(envs, spec)
     prompts = env.unwrapped.prompts
-    keys = [(spec.name, protocol.name, prompts[i].id, seed) for i in seq.order]
+    keys = [sequence_key(seq, prompts[i].id) for i in seq.order]
     pending = [k not in known.episodes for k in keys]
     if not any(pending):
         yield Event([], n, "skipped")
@@ -427,12 +450,19 @@ def sequence_events(
     if fit_rows:
         yield Event(fit_rows)
     if getattr(agent, "privileged", False):
-        agent.attach_oracle(env.unwrapped.oracle_effects)
+        if spec.track == "circuit":
+            agent.attach_reference(env.unwrapped.reference)
+        else:
+            agent.attach_oracle(env.unwrapped.oracle_effects)
     log_row = _training_log_row(agent, spec)
     if log_row:
         yield Event([log_row])
     last_pending = max(i for i, p in enumerate(pending) if p)
     base = {"agent": spec.name, "protocol": protocol.name, "fold": seq.fold.name}
+    if spec.track == "circuit":
+        from benchmarks.circuit_episode import run_circuit_episode as run
+    else:
+        run = run_episode
     for idx, (prompt_index, key) in enumerate(zip(seq.order, keys, strict=True)):
         if idx > last_pending:
             for _ in range(n - idx):
@@ -445,7 +475,7 @@ def sequence_events(
             yield Event([], 1, "skipped")
             continue
         try:
-            rows = run_episode(env, agent, prompt_index, seed, dict(base, order=idx), budget)
+            rows = run(env, agent, prompt_index, seed, dict(base, order=idx), budget)
         except ACDError as e:  # e.g. an agent that needs descriptor columns this env lacks
             if idx == 0 and not started:
                 yield na(str(e))
@@ -475,7 +505,7 @@ def _training_log_row(agent: Any, spec: AgentSpec) -> dict | None:
         if isinstance(rec, dict) and "step" in rec:
             values = {str(k): float(v) for k, v in rec.items() if k != "step" and _is_scalar(v)}
             records.append({"step": int(rec["step"]), **values})
-    return {"kind": "log", "agent": spec.name, "records": records} if records else None
+    return {"kind": "log", "track": spec.track, "agent": spec.name, "records": records} if records else None
 
 
 class Runner:
@@ -513,9 +543,9 @@ class Runner:
         if kind == "fit":
             return fit_key(row) in self.log.fits
         if kind == "na":
-            return (row["agent"], row["protocol"]) in self.log.na
+            return (track_of(row), row["agent"], row["protocol"]) in self.log.na
         if kind == "log":
-            return row["agent"] in self.log.logs
+            return (track_of(row), row["agent"]) in self.log.logs
         return False
 
     def run(self, sequences: Sequence[EpisodeSequence], executor: Any = None) -> dict:
