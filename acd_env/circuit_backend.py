@@ -155,6 +155,13 @@ class CircuitBackend:
         keys = [query_key(prompt_key, self.freeze_attention, feats[row], values[row]) for row in intervene]
         store = self.store()
         found = store.get(keys)
+        # the endpoints are known by definition: nothing intervened is the clean run; keep(∅) is stored
+        data = self._circuit.get(i) if self.complement == "ablation" else None
+        for b, row in enumerate(intervene):
+            if not row.any():
+                found[b] = (0.0, float(self._clean_m(i)))
+            elif data is not None and row.all():
+                found[b] = (data.kl_empty, data.m_empty)
         kl = np.array([np.nan if r is None else r[0] for r in found])
         m = np.array([np.nan if r is None else r[1] for r in found])
         missing = [b for b, r in enumerate(found) if r is None]
@@ -167,6 +174,14 @@ class CircuitBackend:
             for b in missing:
                 kl[b], m[b] = got[keys[b]]
         return kl, m
+
+    def _clean_m(self, i: int) -> float:
+        """The clean run's logit difference (stored with the circuit data; measured when not yet known)."""
+        data = self._circuit.get(i)
+        if data is not None:
+            return data.m_clean
+        _, m = self._run(i, np.zeros((1, self.case(i).n_valid), dtype=bool))
+        return float(m[0])
 
     def _run(self, i: int, intervene: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch

@@ -26,7 +26,7 @@ from acd_env.circuit import K_MAX, faithfulness, logit_faithfulness
 from acd_env.set_engine import kl_from_logits, logit_difference, run_sets
 
 BEAM_WIDTH = 4
-IG_STEPS = 16
+IG_STEPS = 64  # midpoint rule: Σ ig is within a few % of KL(clean ‖ keep ∅) on the toy zoo (16 steps: up to 30 % off)
 CIRCUIT_ARRAYS = ("kl_empty", "m_clean", "m_empty", "ref_order", "ref_curve", "ref_lcurve", "atp_joint", "ig")
 
 

@@ -171,6 +171,16 @@ def load_table(
     return _from_arrays(raw, meta, path)
 
 
+def read_meta(path: str | Path) -> dict | None:
+    """A table file's metadata without loading its arrays (None when it cannot be read)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+    except Exception:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def _from_arrays(raw: dict[str, np.ndarray], meta: dict, path: Path) -> CircuitTable:
     needed = ("tokens", *_STRINGS, *_CASE_ARRAYS, *(f"m_{n}" for n in MEASUREMENT_NAMES))
     missing = [k for k in needed if k not in raw]

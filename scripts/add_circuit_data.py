@@ -6,7 +6,8 @@ A format-2 table already holds every prompt's candidates, tokens and answers; th
 (`acd_env.circuit_reference.measure_circuit`: keep(∅), the beam-search reference, atp-joint, integrated
 gradients) from them with the same function `acd tables build` uses, and saves the table atomically as format
 3. The result equals a fresh `acd tables build` of the same settings (attribution is deterministic on CPU).
-Tables already in format 3 are left alone.
+Tables already in format 3 are left alone, except that `--refresh ig` recomputes their integrated gradients
+(e.g. after a change of `IG_STEPS`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,30 @@ def load_previous(path) -> table_format.CircuitTable:
     return table_format._from_arrays(raw, meta, path)
 
 
+def refresh_ig(model, table: table_format.CircuitTable, path) -> None:
+    from acd_env.circuit_reference import CircuitMeasurer
+
+    for i, case in enumerate(table.cases):
+        tokens = torch.as_tensor(case.tokens, dtype=torch.long)
+        logits, _ = clean_run(model, tokens)
+        n = case.n_valid
+        cm = CircuitMeasurer(
+            model, tokens, case.features[:n], np.zeros(n, np.float32), logits[-1], case.answer_id,
+            case.cf_answer_id, freeze_attention=table.meta["freeze_attention"],
+        )  # fmt: skip
+        table.circuit["ig"][i] = 0.0
+        table.circuit["ig"][i, :n] = cm.integrated_gradients(case.clean_act[:n])
+    table_format.save_table(table, path)
+    print(f"refreshed ig in {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="toy-4l")
     ap.add_argument("--tasks", default=",".join(TOY_TASKS))
     ap.add_argument("--splits", default="test,train")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--refresh", choices=["ig"], help="recompute this array of format-3 tables")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -50,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             path = shipped_table_path(args.model, task, split)
             table = load_previous(path)
             if table.meta.get("format_version") == table_format.FORMAT_VERSION and table.has_circuit:
-                print(f"keep {path}")
+                if args.refresh == "ig":
+                    refresh_ig(model, table, path)
+                else:
+                    print(f"keep {path}")
                 continue
             if table.meta["weights_hash"] != weights:
                 raise SystemExit(
