@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +14,8 @@ import pytest
 # The toy models run fastest on one intra-op thread; a second thread on a busy 2-core machine slows every
 # forward pass by an order of magnitude (see `acd perf`). Subprocesses inherit this too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Query stores written by the tests (acd_env.query_store) go to a fresh folder, never to the user's cache.
+os.environ["ACD_CACHE_DIR"] = tempfile.mkdtemp(prefix="acd-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TOY = "toy-4l"
