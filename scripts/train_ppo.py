@@ -33,16 +33,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from acd_env.tasks import TOY_TASKS  # noqa: E402
-from agents.ppo import (  # noqa: E402
+from agents.ppo import PPOAgent  # noqa: E402
+from agents.ppo_store import POLICY_DIR, save_policy  # noqa: E402
+from agents.ppo_train import (  # noqa: E402
     ARCHS,
-    POLICY_DIR,
     REWARDS,
-    PPOAgent,
     TrainResult,
     evaluate,
     make_env,
     restrict_columns,
-    save_policy,
     train_policy,
 )
 
