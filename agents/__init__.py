@@ -26,7 +26,7 @@ import inspect
 from typing import Any
 
 from acd_env.errors import ACDError, check_seed
-from agents.base import PROTOCOL_METHODS, BaseAgent, check_protocol
+from agents.base import INTERFACE_METHODS, Agent, BaseAgent, check_interface
 
 REGISTRY: dict[str, str] = {
     "random": "agents.random_agent:RandomAgent",
@@ -55,9 +55,10 @@ _REGISTRIES = {"features": REGISTRY, "circuit": CIRCUIT_REGISTRY}
 
 __all__ = [
     "CIRCUIT_REGISTRY",
-    "PROTOCOL_METHODS",
+    "INTERFACE_METHODS",
     "REGISTRY",
     "TRACKS",
+    "Agent",
     "BaseAgent",
     "agent_class",
     "available_agents",
@@ -115,7 +116,7 @@ def agent_class(name: str, track: str = "features") -> Any:
             "'package.module:Class'"
         )
     if inspect.isclass(cls):
-        check_protocol(cls, name)
+        check_interface(cls, name)
     elif not callable(cls):
         raise ACDError(f"agent {name!r} resolves to {type(cls).__name__}, not a class or factory")
     return cls
@@ -131,14 +132,14 @@ def make_agent(name: str | Any, *, track: str = "features", **kw: Any) -> Any:
     """
     if not isinstance(name, str):
         if inspect.isclass(name):
-            check_protocol(name, name.__name__)
+            check_interface(name, name.__name__)
             return _construct(name, name.__name__, kw)
-        if not any(callable(getattr(name, m, None)) for m in PROTOCOL_METHODS):
+        if not any(callable(getattr(name, m, None)) for m in INTERFACE_METHODS):
             raise ACDError(
                 f"agent must be a name ({', '.join(REGISTRY)}), a 'package.module:Class' path or an agent "
                 f"object, got {type(name).__name__} {name!r}"
             )
-        check_protocol(name, type(name).__name__)
+        check_interface(name, type(name).__name__)
         if kw:
             raise ACDError(
                 f"make_agent got an agent object and keyword arguments {sorted(kw)}; pass one or the other"
@@ -170,5 +171,5 @@ def _construct(cls: Any, source: str, kw: dict[str, Any]) -> Any:
                 f"agent {source!r} does not accept arguments {sorted(kw)} ({e}); its signature is {signature}"
             ) from None
     agent = cls(**kw)
-    check_protocol(agent, source)
+    check_interface(agent, source)
     return agent

@@ -1,6 +1,6 @@
-"""The agent protocol every agent follows, and a small base class for agents that rank candidates.
+"""The agent interface every agent follows, and a small base class for agents that rank candidates.
 
-Protocol (duck-typed; `make_agent` checks it):
+Interface (`Agent`, a `typing.Protocol`; duck-typed, `make_agent` checks the methods with `check_interface`):
     reset(obs, info)                       a new episode starts (info: prompt_id, action_mask,
                                            descriptor_names, interventions, n_candidates)
     act(obs, info) -> int                  an action valid under info["action_mask"]
@@ -8,27 +8,58 @@ Protocol (duck-typed; `make_agent` checks it):
     reset_memory()                         forget everything learned across episodes
     fit(tables) (optional)                 learn offline from circuit tables (`acd_env.tables.CircuitTable`)
 
+("Interface" here, to keep "protocol" for the evaluation protocols of `benchmarks.protocols`: zero-shot,
+stream, train-test, held-out-task.)
+
+What an agent needs, declared as class attributes the harness reads (`BaseAgent` holds the defaults; an agent
+that does not subclass it may leave them out, they default to False):
+    needs_atp        True: it reads the attribution-patching descriptor columns, so it runs on envs built with
+                     descriptors=("graph", "atp") (tables that have them); e.g. `atp`
+    learns_offline   True: `fit(tables)` is what makes it what it is (e.g. `ranker`, `ppo`); the protocols that
+                     do not fit (zero-shot, stream) report it as n/a
+    privileged       True: it is given `env.unwrapped.oracle_effects` (only the oracle)
+
 Agents keep what they learn across episodes unless `reset_memory()` is called. Every agent is seeded.
-Only agents with `privileged = True` (the oracle) are given `env.unwrapped.oracle_effects`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-PROTOCOL_METHODS = ("reset", "act", "observe", "reset_memory")
+INTERFACE_METHODS = ("reset", "act", "observe", "reset_memory")
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """The agent interface (see the module docstring). `fit(tables)` is optional, so it is not part of it."""
+
+    def reset(self, obs: dict, info: dict) -> None: ...
+
+    def act(self, obs: dict, info: dict) -> int: ...
+
+    def observe(self, action: int, reward: float, obs: dict, info: dict) -> None: ...
+
+    def reset_memory(self) -> None: ...
+
+
+@runtime_checkable
+class FittableAgent(Agent, Protocol):
+    """An agent that can also learn offline from circuit tables (CircuitTable objects or .npz paths)."""
+
+    def fit(self, tables: Any) -> Any: ...
 
 
 class BaseAgent:
     """Shared plumbing: seeding, the action mask, column lookup, and greedy choice by a score."""
 
     name = "base"
-    privileged = False
+    needs_atp = False  # True: reads the attribution-patching descriptor columns (envs with ("graph", "atp"))
     learns_offline = False  # True when fit(tables) is what makes the agent what it is (e.g. ranker)
+    privileged = False  # True: given env.unwrapped.oracle_effects (the oracle only)
 
     def __init__(self, *, seed: int = 0, intervention: str = "ablation") -> None:
         self.seed = seed
@@ -38,7 +69,7 @@ class BaseAgent:
         self.interventions: tuple[str, ...] = ()
         self.n_candidates = 0
 
-    # -- protocol -------------------------------------------------------------------------------
+    # -- interface ------------------------------------------------------------------------------
     def reset(self, obs: dict, info: dict) -> None:
         self.columns = {name: i for i, name in enumerate(info["descriptor_names"])}
         self.interventions = tuple(info["interventions"])
@@ -94,12 +125,13 @@ class BaseAgent:
         return k * self.n_types + t
 
 
-def check_protocol(agent: Any, source: str) -> None:
-    missing = [m for m in PROTOCOL_METHODS if not callable(getattr(agent, m, None))]
+def check_interface(agent: object, source: str) -> None:
+    """Raise `ACDError` unless `agent` (a class or an object) has every method of the agent interface."""
+    missing = [m for m in INTERFACE_METHODS if not callable(getattr(agent, m, None))]
     if missing:
         from acd_env.errors import ACDError
 
-        raise ACDError(f"agent {source!r} does not follow the agent protocol: missing method(s) {missing}")
+        raise ACDError(f"agent {source!r} does not follow the agent interface: missing method(s) {missing}")
 
 
 def as_sequence(tables: Any) -> Sequence[Any]:

@@ -69,6 +69,7 @@ class AtPAgent(ColumnGreedyAgent):
     """Descending attribution-patching estimate of the KL of the agent's intervention type."""
 
     name = "atp"
+    needs_atp = True
 
     def __init__(self, *, seed: int = 0, intervention: str = "ablation") -> None:
         super().__init__(seed=seed, intervention=intervention, column="atp_kl_*")

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import zlib
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from acd_env.circuit import QUERY_KINDS
 from acd_env.errors import ACDError
+from agents.base import Agent
+
+
+@runtime_checkable
+class CircuitAgentProtocol(Agent, Protocol):
+    """The circuit-track agent interface: the feature track's `agents.base.Agent` plus the declared ranking."""
+
+    def circuit_ranking(self) -> list[int]:
+        """Candidate indices, most important first."""
+        ...
 
 
 class CircuitAgent:
-    """Protocol: `reset(obs, info)`, `act(obs, info) -> int`, `observe(action, reward, obs, info)`,
+    """Interface (`CircuitAgentProtocol`): `reset(obs, info)`, `act(obs, info) -> int`, `observe(action, reward, obs, info)`,
     `reset_memory()`, `circuit_ranking() -> list[int]` (candidate indices, most important first).
 
     Class attributes the harness reads: `uses_queries` (False: ranked without stepping), `needs_atp` (needs the
