@@ -15,6 +15,7 @@ Columns (per episode, aggregated over prompts × seeds with tasks as strata, as 
 | `p_gt_atp` | rliable probability of improvement over `atp` (compares episodes across prompts) |
 | `diff_atp`, `_lo/_hi`, `win_atp` | paired on the same (prompt, seed): mean of efficiency − atp's efficiency with its stratified-bootstrap CI, and the share of pairs where the agent is ahead (ties count half) |
 | `queries` | mean set queries used per episode |
+| `by_task` | mean circuit efficiency per task (JSON; the markdown's per-task table) |
 | `step_ms` | timing: mean wall time per step, the harness's evaluation included |
 """
 
@@ -133,6 +134,7 @@ def build_circuit_leaderboard(
                     diff_atp=paired["diff"], diff_atp_lo=paired["diff_lo"], diff_atp_hi=paired["diff_hi"]
                 )
                 row["win_atp"] = paired["win"]
+            row["by_task"] = {t: float(v[:, 0].mean()) for t, v in sorted(per_task.items())}
             row["queries"] = float(np.mean([e.get("queries", 0) for e in eps]))
             row["step_ms"] = float(np.mean([e["step_ms"] for e in eps]))
             ranked.append(row)
@@ -157,6 +159,9 @@ def columns() -> list[str]:
         "cpr", "cmd", "logit_auc", "necessity", *(f"f_{k}" for k in K_GRID),
         "p_gt_atp", "diff_atp", "diff_atp_lo", "diff_atp_hi", "win_atp", "queries", *TIMING_COLUMNS,
     ]  # fmt: skip
+
+
+JSON_ONLY = ("by_task",)
 
 
 def _fmt(value: object, digits: int = 4) -> str:
@@ -185,7 +190,11 @@ def to_json(board: Sequence[Mapping], config: Mapping) -> str:
         "columns": columns(),
         "timing_columns": list(TIMING_COLUMNS),
         "config": dict(config),
-        "rows": [{c: rounded(row.get(c)) for c in columns() if c in row} for row in board],
+        "rows": [
+            {c: rounded(row.get(c)) for c in columns() if c in row}
+            | {k: {t: rounded(v) for t, v in row[k].items()} for k in JSON_ONLY if k in row}
+            for row in board
+        ],
     }
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
@@ -232,6 +241,14 @@ def to_markdown(board: Sequence[Mapping], config: Mapping) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         if notes:
             lines += ["", "Not applicable:", *notes]
+        ok = [r for r in rows if r["status"] == "ok"]
+        tasks = sorted({t for r in ok for t in r["by_task"]})
+        if len(tasks) > 1:
+            lines += ["", "Circuit efficiency per task (mean over prompts × seeds):", "",
+                      "| agent | " + " | ".join(tasks) + " |", "|" + "---|" * (len(tasks) + 1)]  # fmt: skip
+            for r in ok:
+                cells = [_fmt(r["by_task"].get(t), 3) or "—" for t in tasks]
+                lines.append(f"| `{r['agent']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

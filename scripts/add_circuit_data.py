@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits", default="test,train")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--refresh", choices=["ig"], help="recompute this array of format-3 tables")
+    ap.add_argument(
+        "--format-only",
+        action="store_true",
+        help="rewrite format-2 tables as format 3 without circuit data (they then serve the feature track only)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -73,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                     refresh_ig(model, table, path)
                 else:
                     print(f"keep {path}")
+                continue
+            if args.format_only:
+                if table.meta.get("format_version") != table_format.FORMAT_VERSION:
+                    meta = dict(table.meta, format_version=table_format.FORMAT_VERSION, circuit=False)
+                    table_format.save_table(
+                        table_format.CircuitTable(meta, table.cases, table.measurements), path
+                    )
+                    print(f"wrote {path} (format {table_format.FORMAT_VERSION}, no circuit data)")
                 continue
             if table.meta["weights_hash"] != weights:
                 raise SystemExit(

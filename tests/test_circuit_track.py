@@ -417,3 +417,64 @@ def test_maskable_ppo_learns_on_circuit_search(tmp_path, table):
     after, _ = evaluate_policy(model, env, n_eval_episodes=20, warn=False)
     floor = max(before, float(np.mean(random_returns)))
     assert after >= 1.5 * floor and after - floor >= 0.15, (before, np.mean(random_returns), after)
+
+
+# ---------------------------------------------------------------------------------------------- harness
+def _bench(out, *extra):
+    cmd = [sys.executable, "-m", "benchmarks.cli", "bench", "--track", "circuit", "--tasks", TASK, "--seeds", "2",
+           "--prompts-per-task", "3", "--protocol", "zero-shot,stream", "--out", str(out), "--no-progress", "--reps",
+           "200", *extra]  # fmt: skip
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": str(len(out.name))}
+    )
+
+
+def _timing_free(path):
+    doc = json.loads(path.read_text())
+    return [{k: v for k, v in row.items() if k not in doc["timing_columns"]} for row in doc["rows"]]
+
+
+@pytest.mark.slow
+def test_bench_circuit_track_deterministic_and_resumable(tmp_path):
+    """Two fresh processes give the same circuit leaderboard (timing aside); a run cut short and resumed gives
+    it too; every default circuit agent has a row and `reference` is the ceiling."""
+    first, second = _bench(tmp_path / "a"), _bench(tmp_path / "bb")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    board = _timing_free(tmp_path / "a" / "circuit_leaderboard.json")
+    assert board == _timing_free(tmp_path / "bb" / "circuit_leaderboard.json")
+    from agents import available_agents
+
+    assert {r["agent"] for r in board if r["status"] == "ok"} == set(available_agents("circuit"))
+    reference = next(r for r in board if r["agent"] == "reference")
+    assert reference["efficiency"] == pytest.approx(1.0, abs=1e-4)
+    results = (tmp_path / "a" / "results.jsonl").read_text().splitlines(keepends=True)
+    cut = len(results) // 2
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.jsonl").write_text(
+        "".join(results[:cut]) + results[cut][: len(results[cut]) // 2]
+    )
+    (tmp_path / "c" / "config.json").write_text((tmp_path / "a" / "config.json").read_text())
+    resumed = _bench(tmp_path / "c")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _timing_free(tmp_path / "c" / "circuit_leaderboard.json") == board
+    md = (tmp_path / "a" / "leaderboard.md").read_text()
+    assert "# Circuit track" in md and "## circuit · stream" in md
+    assert (tmp_path / "a" / "tb" / "circuit").is_dir()
+    assert "faithfulness f(C_k) against circuit size" in (tmp_path / "a" / "report.html").read_text()
+
+
+def test_bench_bad_track_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", "bench", "--track", "sets", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and "unknown track 'sets'" in lines[0]
+        and "circuit" in lines[0]
+        and "features" in lines[0]
+    )
+    assert not (tmp_path / "x").exists()
