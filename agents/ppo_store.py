@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acd_env.errors import ACDError
+from acd_env.table_store import table_key  # noqa: F401 (a policy's key; re-exported)
 
 if TYPE_CHECKING:
     from agents.ppo_train import TrainResult
@@ -31,28 +32,6 @@ MATCH_KEYS = (
     "steering_scale",
     "freeze_attention",
 )
-
-
-def table_key(tables: Sequence[Any]) -> dict[str, Any]:
-    """What a policy trained on `tables` is specific to (compared with a shipped policy's sidecar)."""
-    first = tables[0].meta
-    for t in tables[1:]:
-        for k in ("weights_hash", "descriptor_names", "n_candidates", "interventions"):
-            if t.meta[k] != first[k]:
-                raise ACDError(
-                    f"fit() got tables with different {k}: {first[k]!r} vs {t.meta[k]!r}; "
-                    "build them for the same model and settings"
-                )
-    tasks = sorted({task for t in tables for task in str(t.meta["task"]).split("+")})
-    return {
-        "weights_hash": first["weights_hash"],
-        "tasks": tasks,
-        "descriptor_names": list(first["descriptor_names"]),
-        "n_candidates": int(first["n_candidates"]),
-        "interventions": list(first["interventions"]),
-        "steering_scale": float(first["steering_scale"]),
-        "freeze_attention": bool(first["freeze_attention"]),
-    }
 
 
 def _zip(path: str | Path) -> Path:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -182,16 +182,7 @@ def applicability(agent: Any, protocol: Protocol) -> str | None:
 
 
 def restrict_table(table: Any, descriptor_names: Sequence[str]) -> Any:
-    """A copy of a CircuitTable showing only `descriptor_names` (in that order), as an env with those columns
-    would show them, so that an agent fitted on it sees the same columns in the env."""
-    names = list(table.meta["descriptor_names"])
-    if names == list(descriptor_names):
-        return table
-    missing = [n for n in descriptor_names if n not in names]
-    if missing:
-        raise ACDError(f"table {table.meta.get('task')!r} lacks descriptor columns {missing}; rebuild it")
-    cols = [names.index(n) for n in descriptor_names]
-    families = ("graph", "atp") if any(n.startswith("atp_") for n in descriptor_names) else ("graph",)
-    meta = dict(table.meta, descriptor_names=list(descriptor_names), descriptors=list(families))
-    cases = [replace(c, descriptors=c.descriptors[:, cols]) for c in table.cases]
-    return replace(table, meta=meta, cases=cases)
+    """acd_env.table_store.restrict_columns: the table showing only `descriptor_names`, as an env would."""
+    from acd_env.table_store import restrict_columns
+
+    return restrict_columns(table, descriptor_names)

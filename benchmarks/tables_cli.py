@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from acd_env.errors import ACDError, check_out_file, output_error, unknown
+from acd_env.table_store import table_file, table_name
 from benchmarks.executors import add_executor_args
 
 
 def default_out(model: str, task: str, split: str) -> Path:
     safe = Path(model).name if Path(model).is_dir() else model.replace("/", "_").replace(":", "_")
-    return Path("tables") / safe / f"{task}-{split}.npz"
+    return table_file(Path("tables") / safe, task, split)
 
 
 def build(args: argparse.Namespace) -> int:
@@ -116,23 +117,23 @@ def usage_hint(path: Path, model: str, task: str, split: str, k: int) -> str:
         f'from Python: CircuitDiscoveryEnv({model_arg}backend="replay", split={json.dumps(split)}, '
         f"tables={json.dumps(str(path))}, n_candidates={k})"
     )
-    folder, name = path.parent, f"{task}-{split}.npz"
+    folder, name = path.parent, table_name(task, split)
     if path.name != name:
         move = f"mv {_quote(path)} {_quote(folder / name)}"
         return (
             f"use it {python}; acd bench reads tables named TASK-SPLIT.npz from a folder, so for acd bench "
             f"rename it first: {move}"
         )
-    test = folder / f"{task}-test.npz"
-    train = folder / f"{task}-train.npz"
+    test = table_file(folder, task, "test")
+    train = table_file(folder, task, "train")
     if not test.is_file():  # a train table alone: acd bench needs the test table beside it
         return (
-            f"use it {python}; acd bench runs on test tables: build {task}-test.npz beside it (acd tables build "
+            f"use it {python}; acd bench runs on test tables: build {test.name} beside it (acd tables build "
             f"--model {_quote(model)} --task {_quote(task)} --split test --k {k} --out {_quote(test)}), then "
             f"{bench_command(folder, model, task, k, None)}"
         )
     protocols = None if train.is_file() else "zero-shot,stream"
-    note = "" if protocols is None else f" (protocols that fit agents need {task}-train.npz beside it)"
+    note = "" if protocols is None else f" (protocols that fit agents need {train.name} beside it)"
     return f"use it with: {bench_command(folder, model, task, k, protocols)}{note}; or {python}"
 
 

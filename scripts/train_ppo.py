@@ -50,13 +50,13 @@ def load_split(
     model: str, tasks: Sequence[str], split: str, tables_dir: str | Path | None, descriptors: Sequence[str]
 ) -> list[Any]:
     """The (model, task, split) circuit tables, restricted to the columns of `descriptors`."""
-    from acd_env.table_store import resolve_tables
+    from acd_env.table_store import resolve_tables, table_file
 
     paths: Any = None
     out = []
     for task in tasks:
         if tables_dir is not None:
-            paths = Path(tables_dir) / f"{task}-{split}.npz"
+            paths = table_file(tables_dir, task, split)
         out.append(restrict_columns(resolve_tables(model, task, split, paths), descriptors))
     return out
 
