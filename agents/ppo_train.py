@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 
 from acd_env.errors import ACDError
+from acd_env.scores import episode_efficiency
+from acd_env.table_store import env_settings, table_key
+from acd_env.table_store import restrict_descriptors as restrict_columns  # noqa: F401 (re-exported)
 from agents.base import load_tables
-from agents.ppo_store import table_key
 
 DEFAULT_TRAIN_STEPS = 60_000  # in-process fit when no shipped policy matches (a few minutes on one thread)
 STEPS_PER_SECOND = 350.0  # measured training speed of the set policy on one busy CPU thread (for the warning)
@@ -47,28 +49,6 @@ ALIASES = {
     "train/explained_variance": "losses/explained_variance",
     "rollout/ep_rew_mean": "charts/episodic_return",
 }
-
-
-def restrict_columns(table: Any, descriptors: Sequence[str]) -> Any:
-    """The table as an env built with `descriptors` shows it: only those families' descriptor columns."""
-    from dataclasses import replace
-
-    from acd_env.case import CaseSettings
-
-    names = list(CaseSettings(descriptors=tuple(descriptors)).descriptor_names)
-    have = list(table.meta["descriptor_names"])
-    if have == names:
-        return table
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise ACDError(
-            f"table {table.meta.get('task')!r} lacks descriptor columns {missing}; build it with "
-            f"--descriptors {','.join(descriptors)} or use descriptors=('graph',)"
-        )
-    cols = [have.index(n) for n in names]
-    meta = dict(table.meta, descriptor_names=names, descriptors=list(descriptors))
-    cases = [replace(c, descriptors=c.descriptors[:, cols]) for c in table.cases]
-    return replace(table, meta=meta, cases=cases)
 
 
 def prompts_fingerprint(tables: Sequence[Any]) -> str:
@@ -107,17 +87,8 @@ def make_env(tables: Sequence[Any], budget: int = 20) -> Any:
     """A replay `CircuitDiscoveryEnv` over the merged tables with their own settings."""
     from acd_env.env import CircuitDiscoveryEnv
 
-    m = tables[0].meta
     return CircuitDiscoveryEnv(
-        model=m["model"],
-        backend="replay",
-        tables=list(tables),
-        n_candidates=m["n_candidates"],
-        budget=budget,
-        interventions=tuple(m["interventions"]),
-        steering_scale=m["steering_scale"],
-        descriptors=tuple(m["descriptors"]),
-        freeze_attention=m["freeze_attention"],
+        backend="replay", tables=list(tables), budget=budget, **env_settings(tables[0])
     )
 
 
@@ -188,29 +159,6 @@ def make_vec_env(
 # ---------------------------------------------------------------------------------------------- evaluation
 def ablation_index(interventions: Sequence[str]) -> int:
     return list(interventions).index("ablation") if "ablation" in interventions else 0
-
-
-def episode_efficiency(env: Any, agent: Any, prompt_index: int, seed: int = 0) -> float:
-    """Run one episode of `agent` on prompt `prompt_index`; its discovery efficiency (docs/design.md, Metrics): Σ ablation KL
-    of the distinct candidates chosen ÷ Σ of the top-B ablation KLs (1.0 when that is 0)."""
-    obs, info = env.reset(seed=seed, options={"prompt_index": int(prompt_index)})
-    u = env.unwrapped
-    n_types = len(info["interventions"])
-    effects = u.oracle_effects()
-    effect = np.where(effects.valid, effects.kl[:, ablation_index(info["interventions"])], 0.0)
-    agent.reset(obs, info)
-    chosen: set[int] = set()
-    done = False
-    while not done:
-        mask = np.asarray(info["action_mask"], dtype=bool)
-        a = int(agent.act(obs, info))
-        if 0 <= a < len(mask) and mask[a]:
-            chosen.add(a // n_types)
-        obs, r, term, trunc, info = env.step(a)
-        agent.observe(a, r, obs, info)
-        done = term or trunc
-    best = np.sort(effect[effects.valid])[::-1][: u.budget].sum()
-    return 1.0 if best <= 0 else float(effect[sorted(chosen)].sum() / best)
 
 
 def evaluate(env: Any, agent: Any, prompt_indices: Sequence[int] | None = None, seed: int = 0) -> np.ndarray:
