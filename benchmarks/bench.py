@@ -24,13 +24,16 @@ import inspect
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from acd_env import table_store
 from acd_env.errors import ACDError, check_out_dir, output_error, unknown
+from acd_env.models.registry import DEFAULT_MODEL
 from benchmarks.aggregate import DEFAULT_REPS
-from benchmarks.executors import add_executor_args
+from benchmarks.executors import ExecutorOptions, add_executor_args
+from benchmarks.options import add_options, default_of, from_args, option
 from benchmarks.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, get_protocol, plan_folds
 
 TRACKS = (
@@ -39,6 +42,8 @@ TRACKS = (
 )  # the feature track (CircuitDiscovery-v0) and the circuit track (CircuitSearch-v0)
 
 DEFAULT_SEEDS = 5
+DEFAULT_K = 64  # candidates per prompt
+DEFAULT_BUDGET = 20  # interventions per episode
 DEFAULT_PROMPTS_PER_TASK = 5  # keeps the default run within ~120 s on 2 CPU cores; 0 = every test prompt
 SPLIT = "test"
 # What must match to resume into an existing run directory (seeds, agents and protocols may be added).
@@ -56,39 +61,116 @@ RESUME_KEYS = (
 )
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _seeds(text: str) -> list[int]:
+    """`5` → seeds 0..4; `0,3,7` → those seeds."""
+    if "," in text:
+        return _int_list(text)
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seeds or a comma list of seeds, got {text!r}"
+        ) from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"the number of seeds must be positive, got {n}")
+    return list(range(n))
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Repeated and comma-separated option values → the names (None when the option was not given)."""
+    if values is None:
+        return None
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def _names_or_default(values: list[str] | None) -> list[str] | None:
+    return _names(values) or None
+
+
 @dataclass
 class BenchConfig:
-    model: str = "toy-4l"
-    tasks: list[str] | None = None  # None: every task with test tables (replay) / every toy task (live)
-    prompts_file: str | None = None
-    agents: list[str] | None = None  # None: every registered agent that is installed
-    protocols: list[str] = field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
-    seeds: list[int] = field(default_factory=lambda: list(range(DEFAULT_SEEDS)))
-    budget: int = 20
-    k: int = 64
-    backend: str = "replay"
-    tables: str | None = None  # a directory of {task}-{split}.npz (default: the model's shipped tables)
-    fit_model: str | None = (
-        None  # held-out-model: the model to fit on (default: another zoo model with tables)
+    """The settings of one `acd bench` run; every field with help text is also its command-line option
+    (benchmarks.options), with the field's default."""
+
+    model: str = option(DEFAULT_MODEL, help="model name or toy model directory (default: %(default)s)")
+    # None: every task with test tables (replay) / every toy task (live)
+    tasks: list[str] | None = option(  # noqa: RUF009 (option() is a dataclasses.field)
+        None,
+        action="append",
+        parse=_names,
+        help="task(s), comma-separated or repeated (default: every toy task)",
     )
-    prompts_per_task: int = DEFAULT_PROMPTS_PER_TASK
-    out: str | None = None
-    reps: int = DEFAULT_REPS
+    prompts_file: str | None = option(
+        None, flag="--prompts", help="custom prompts (JSONL); needs --backend live"
+    )
+    # None: every registered agent that is installed
+    agents: list[str] | None = option(  # noqa: RUF009 (option() is a dataclasses.field)
+        None,
+        action="append",
+        parse=_names,
+        help="agent(s), comma-separated or repeated, or package.module:Class "
+        "(default: every registered agent that is installed)",
+    )
+    protocols: list[str] = option(  # noqa: RUF009 (option() is a dataclasses.field)
+        default_factory=lambda: list(DEFAULT_PROTOCOLS),
+        flag="--protocol",
+        action="append",
+        parse=_names_or_default,
+        help=f"protocol(s), comma-separated or repeated: {', '.join(PROTOCOLS)} "
+        f"(default: {','.join(DEFAULT_PROTOCOLS)})",
+    )
+    seeds: list[int] = option(  # noqa: RUF009 (option() is a dataclasses.field)
+        default_factory=lambda: list(range(DEFAULT_SEEDS)),
+        type=_seeds,
+        help=f"number of seeds (N → 0..N-1) or a comma list (default: {DEFAULT_SEEDS})",
+    )
+    budget: int = option(DEFAULT_BUDGET, help="interventions per episode, B (default: %(default)s)")
+    k: int = option(DEFAULT_K, help="candidates per prompt, K (default: %(default)s)")
+    backend: str = option("replay", help="replay (circuit tables, default) or live (circuit-tracer)")
+    # a folder of TASK-SPLIT.npz (acd_env.table_store)
+    tables: str | None = option(
+        None, help="directory of TASK-SPLIT.npz circuit tables (default: the model's shipped ones)"
+    )
+    # held-out-model: the model to fit on (default: another zoo model with tables)
+    fit_model: str | None = option(None, help="held-out-model: model whose train tables the agents fit on")
+    prompts_per_task: int = option(
+        DEFAULT_PROMPTS_PER_TASK, help="test prompts per task, 0 = all (default: %(default)s)"
+    )
+    reps: int = option(DEFAULT_REPS, help="bootstrap replications (default: %(default)s)")
+    device: str | None = option(None, help="torch device for --backend live")
+    out: str | None = option(
+        None, help="output directory (default: runs/<timestamp>); an existing one is resumed"
+    )
+    fit_per_seed: bool = option(
+        False,
+        help="fit every seed's agent itself (default: one fit per agent, protocol and fold, copied to every seed)",
+    )
+    # features, circuit (None: see resolve_tracks)
+    tracks: list[str] | None = option(  # noqa: RUF009 (option() is a dataclasses.field)
+        None,
+        flag="--track",
+        action="append",
+        parse=_names,
+        help="track(s), comma-separated or repeated: features (CircuitDiscovery-v0, single features) and "
+        "circuit (CircuitSearch-v0, sets scored by faithfulness) (default: both on replay tables with circuit "
+        "data, else features)",
+    )
+    progress: bool = option(True, flag="--no-progress", help="no progress bar")
     split: str = SPLIT
-    device: str | None = None
-    fit_per_seed: bool = (
-        False  # fit every seed's agent itself (default: one fit per agent/protocol/fold, copied)
-    )
-    progress: bool = True
-    executor: str = "local"  # local | ray (benchmarks.executors)
-    ray_address: str | None = None
-    workers: int | None = None
-    gpus_per_worker: float = 0.0
-    tracks: list[str] | None = None  # features, circuit (None: see resolve_tracks)
+    # where the episodes run: the options of benchmarks.executors.ExecutorOptions (added by add_executor_args)
+    executor: str = default_of(ExecutorOptions, "kind")
+    ray_address: str | None = default_of(ExecutorOptions, "address")
+    workers: int | None = default_of(ExecutorOptions, "workers")
+    gpus_per_worker: float = default_of(ExecutorOptions, "gpus_per_worker")
 
-    def executor_options(self) -> Any:
-        from benchmarks.executors import ExecutorOptions
-
+    def executor_options(self) -> ExecutorOptions:
         return ExecutorOptions(self.executor, self.ray_address, self.workers, self.gpus_per_worker)
 
 
@@ -165,7 +247,7 @@ def check_config(cfg: BenchConfig) -> None:
             raise ACDError(f"no task given; valid tasks: {', '.join(available_tasks())}")
         for t in cfg.tasks:
             if t not in available_tasks() and not (
-                cfg.tables and (Path(cfg.tables) / f"{t}-{cfg.split}.npz").is_file()
+                cfg.tables and table_store.table_file(cfg.tables, t, cfg.split).is_file()
             ):
                 raise unknown("task", t, available_tasks())
     if cfg.tables is not None and not Path(cfg.tables).is_dir():
@@ -209,19 +291,17 @@ def check_config(cfg: BenchConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- tables and envs
-def table_path(cfg: BenchConfig, model: str, task: str, split: str) -> Path:
-    from acd_env.table_store import shipped_table_path
+def tables_dir(cfg: BenchConfig, model: str) -> str | None:
+    """The folder --tables gives for `model` (the run's own model only; others use their shipped tables)."""
+    return cfg.tables if model == cfg.model else None
 
-    if cfg.tables is not None and model == cfg.model:
-        return Path(cfg.tables) / f"{task}-{split}.npz"
-    return shipped_table_path(model, task, split)
+
+def table_path(cfg: BenchConfig, model: str, task: str, split: str) -> Path:
+    return table_store.table_path(model, task, split, tables_dir(cfg, model))
 
 
 def has_table(cfg: BenchConfig, model: str, task: str, split: str) -> bool:
-    try:
-        return table_path(cfg, model, task, split).is_file()
-    except Exception:
-        return False
+    return table_store.has_table(model, task, split, tables_dir(cfg, model))
 
 
 def resolve_tasks(cfg: BenchConfig) -> list[str]:
@@ -231,16 +311,13 @@ def resolve_tasks(cfg: BenchConfig) -> list[str]:
         return list(cfg.tasks)
     if cfg.prompts_file is not None:
         return []
-    if cfg.backend == "replay":
-        if cfg.tables is not None:
-            found = sorted(
-                p.name[: -len(f"-{cfg.split}.npz")] for p in Path(cfg.tables).glob(f"*-{cfg.split}.npz")
+    if cfg.backend == "replay" and cfg.tables is not None:
+        found = table_store.tasks_in(cfg.tables, cfg.split)
+        if not found:
+            raise ACDError(
+                f"--tables {cfg.tables!r} holds no {table_store.table_name('*', cfg.split)} circuit table"
             )
-            if not found:
-                raise ACDError(f"--tables {cfg.tables!r} holds no *-{cfg.split}.npz circuit table")
-            order = {t: i for i, t in enumerate(TOY_TASKS)}
-            return sorted(found, key=lambda t: (order.get(t, len(order)), t))
-        return list(TOY_TASKS)
+        return found
     return list(TOY_TASKS)
 
 
@@ -254,9 +331,7 @@ class TableCache:
     def __call__(self, model: str, task: str) -> Any:
         key = (model, task)
         if key not in self._tables:
-            from acd_env.table_store import resolve_tables
-
-            self._tables[key] = resolve_tables(
+            self._tables[key] = table_store.resolve_tables(
                 model, task, "train", table_path(self.cfg, model, task, "train")
             )
         return self._tables[key]
@@ -270,7 +345,7 @@ def make_env_factory(cfg: BenchConfig, tasks: list[str]):
         if track == "circuit":
             return _circuit_env(cfg, tasks, common)
         if cfg.backend == "replay":
-            paths = [table_path(cfg, cfg.model, t, cfg.split) for t in tasks]
+            paths = run_table_paths(cfg, tasks)
             return CircuitDiscoveryEnv(model=cfg.model, task=tasks, backend="replay", tables=paths, **common)
         from benchmarks.modelarg import load_model_arg
 
@@ -288,7 +363,7 @@ def _circuit_env(cfg: BenchConfig, tasks: list[str], common: dict) -> Any:
     from acd_env.circuit_env import CircuitSearchEnv
 
     if cfg.backend == "replay":
-        paths = [table_path(cfg, cfg.model, t, cfg.split) for t in tasks]
+        paths = run_table_paths(cfg, tasks)
         return CircuitSearchEnv(model=cfg.model, task=tasks, backend="replay", tables=paths, **common)
     from benchmarks.modelarg import load_model_arg
 
@@ -310,19 +385,12 @@ def circuit_prompts(env: Any, by_task: dict[str, list[int]]) -> tuple[dict[str, 
     return kept, {t: len(by_task[t]) - len(kept[t]) for t in by_task}
 
 
-def _table_metas(cfg: BenchConfig, tasks: list[str]) -> list[dict | None]:
-    from acd_env.tables import read_meta
-
-    return [read_meta(table_path(cfg, cfg.model, t, cfg.split)) for t in tasks]
+def run_table_paths(cfg: BenchConfig, tasks: list[str]) -> list[Path]:
+    return [table_path(cfg, cfg.model, t, cfg.split) for t in tasks]
 
 
 def tables_have_atp(cfg: BenchConfig, tasks: list[str]) -> bool:
-    if cfg.backend == "live":
-        return True
-    metas = _table_metas(cfg, tasks)
-    return all(
-        m is not None and any(n.startswith("atp_") for n in m.get("descriptor_names", [])) for m in metas
-    )
+    return cfg.backend == "live" or table_store.have_atp(run_table_paths(cfg, tasks))
 
 
 def resolve_tracks(cfg: BenchConfig, tasks: list[str]) -> list[str]:
@@ -330,14 +398,13 @@ def resolve_tracks(cfg: BenchConfig, tasks: list[str]) -> list[str]:
     (a live circuit track searches every prompt's reference on the model: ask for it with --track circuit)."""
     if cfg.tracks is not None:
         return list(cfg.tracks)
-    if cfg.backend == "replay" and all(m is not None and m.get("circuit") for m in _table_metas(cfg, tasks)):
+    if cfg.backend == "replay" and table_store.have_circuit(run_table_paths(cfg, tasks)):
         return list(TRACKS)
     return ["features"]
 
 
 def agent_spec(name: str, track: str = "features") -> Any:
     from agents import agent_class, make_agent
-    from agents.greedy import AtPAgent
     from benchmarks.runner import AgentSpec
 
     cls = agent_class(name, track)
@@ -352,7 +419,7 @@ def agent_spec(name: str, track: str = "features") -> Any:
         return make_agent(name, track=track, seed=seed) if takes_seed else make_agent(name, track=track)
 
     is_class = inspect.isclass(cls)
-    needs_atp = is_class and (issubclass(cls, AtPAgent) or bool(getattr(cls, "needs_atp", False)))
+    needs_atp = is_class and bool(getattr(cls, "needs_atp", False))  # the agent says what columns it needs
     return AgentSpec(name=name, build=build, cls=cls if is_class else None, needs_atp=needs_atp, track=track)
 
 
@@ -383,23 +450,51 @@ def prepare_out(cfg: BenchConfig) -> Path:
     return out
 
 
-def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
-    """Run the benchmark; returns {"out", "leaderboard", "board", "counts", "seconds"}."""
-    from acd_env.interventions import INTERVENTION_TYPES
-    from benchmarks.leaderboard import build_leaderboard, write_leaderboard
-    from benchmarks.report import provenance, write_report
-    from benchmarks.runner import (
-        EnvSet,
-        EpisodeSequence,
-        ResultsLog,
-        Runner,
-        read_results,
-        sequence_key,
-        track_of,
-    )
-    from benchmarks.tb import write_tensorboard
+@dataclass
+class BenchPlan:
+    """What a run will do (`plan_bench`): its tasks, tracks, test envs and prompts, agents and sequences."""
 
+    tasks: list[str]
+    tracks: list[str]
+    envs: Any  # benchmarks.runner.EnvSet
+    prompts: list[Any]  # the test env's prompts (sequence orders index them)
+    by_task: dict[str, list[int]]  # task → its test prompts (feature track)
+    test_prompts: dict[str, dict[str, list[int]]]  # track → task → its test prompts
+    excluded: dict[str, int]  # circuit track: prompts below the KL floor, per task
+    interventions: list[str]
+    agent_names: dict[str, list[str]]  # track → the agents listed on it
+    unavailable: dict[tuple[str, str], str]  # (track, agent) → why it is not available
+    sequences: list[Any]  # benchmarks.runner.EpisodeSequence
+    folds: dict[str, list[Any]]  # protocol → its folds
+
+
+def sequence_executor(opts: ExecutorOptions) -> Any:
+    """Where `acd bench` runs its sequences (the one place that chooses): this process
+    (benchmarks.runner.run_local) or Ray (benchmarks.ray_bench.RayExecutor)."""
+    if opts.is_ray:
+        from benchmarks.ray_bench import RayExecutor
+
+        return RayExecutor(opts)
+    from benchmarks.runner import run_local
+
+    return run_local
+
+
+def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
+    """Run the benchmark: plan it, run its episodes, publish the results; returns {"out", "leaderboard",
+    "board", "circuit_board", "counts", "seconds", "phases"}."""
     start = time.perf_counter()
+    plan = plan_bench(cfg)
+    out, counts, phases = run_plan(cfg, plan, echo=echo, start=start)
+    return publish(cfg, plan, out, counts, phases, echo=echo, start=start)
+
+
+def plan_bench(cfg: BenchConfig) -> BenchPlan:
+    """Check the config, find the tables, build the test env(s) and plan every (agent, protocol, fold, seed)
+    sequence."""
+    from acd_env.interventions import INTERVENTION_TYPES
+    from benchmarks.runner import EnvSet, EpisodeSequence
+
     check_config(cfg)
     explicit_agents = cfg.agents is not None
     tasks = resolve_tasks(cfg)
@@ -482,25 +577,68 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
                         sequences.append(
                             EpisodeSequence(spec, protocol, fold, seed, order, fit_seed=cfg.seeds[0])
                         )
+    return BenchPlan(
+        tasks=tasks,
+        tracks=tracks,
+        envs=envs,
+        prompts=prompts,
+        by_task=by_task,
+        test_prompts=test_prompts,
+        excluded=excluded,
+        interventions=interventions,
+        agent_names=agent_names,
+        unavailable=unavailable,
+        sequences=sequences,
+        folds=plans,
+    )
 
+
+def run_plan(
+    cfg: BenchConfig, plan: BenchPlan, *, echo: Any = print, start: float | None = None
+) -> tuple[Path, dict, dict]:
+    """Run the plan's sequences into `results.jsonl` of the output directory (resuming what it holds);
+    returns (output directory, counts, phase seconds)."""
+    from benchmarks.runner import ResultsLog, Runner
+
+    start = time.perf_counter() if start is None else start
     out = prepare_out(cfg)
     log = ResultsLog(out / "results.jsonl")
     if log.truncated_bytes:
         echo(f"results.jsonl: dropped a torn tail of {log.truncated_bytes} bytes (an interrupted episode)")
-    runner = Runner(log, envs, cfg.budget, progress=cfg.progress, share_fit=not cfg.fit_per_seed)
+    runner = Runner(log, plan.envs, cfg.budget, progress=cfg.progress, share_fit=not cfg.fit_per_seed)
     phases = {"setup": time.perf_counter() - start}
     mark = time.perf_counter()
-    counts = runner.run(sequences, cfg.executor_options())
+    counts = runner.run(plan.sequences, sequence_executor(cfg.executor_options()))
     phases["episodes"] = time.perf_counter() - mark
-    mark = time.perf_counter()
+    return out, counts, phases
 
+
+def publish(
+    cfg: BenchConfig,
+    plan: BenchPlan,
+    out: Path,
+    counts: dict,
+    phases: dict,
+    *,
+    echo: Any = print,
+    start: float | None = None,
+) -> dict:
+    """This invocation's results → leaderboard(s) .md/.csv/.json, TensorBoard runs, report.html, and the
+    leaderboard and a summary printed with `echo`."""
+    from acd_env.circuit import KL_FLOOR
+    from benchmarks.leaderboard import build_leaderboard, write_leaderboard
+    from benchmarks.report import provenance, write_report
+    from benchmarks.runner import read_results, sequence_key, track_of
+    from benchmarks.tb import write_tensorboard
+
+    start = time.perf_counter() if start is None else start
+    tasks, tracks, agent_names, unavailable = plan.tasks, plan.tracks, plan.agent_names, plan.unavailable
+    mark = time.perf_counter()
     # only this invocation's episodes (a directory may hold more seeds/agents from other invocations)
-    wanted = {sequence_key(s, prompts[i].id) for s in sequences for i in s.order}
+    wanted = {sequence_key(s, plan.prompts[i].id) for s in plan.sequences for i in s.order}
     rows = [r for r in read_results(out / "results.jsonl") if _wanted(r, wanted, cfg)]
     feature_rows = [r for r in rows if track_of(r) == "features"]
     circuit_rows = [r for r in rows if track_of(r) == "circuit"]
-    from acd_env.circuit import KL_FLOOR
-
     config = {
         "model": cfg.model,
         "tasks": tasks,
@@ -514,52 +652,40 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
         "agents": agent_names.get("features", []),
         "prompts_per_task": cfg.prompts_per_task,
         "reps": cfg.reps,
-        "prompts": {t: len(v) for t, v in by_task.items()},
-        "fit": {p: [f.fit_source for f in folds if f.fits] for p, folds in plans.items()},
+        "prompts": {t: len(v) for t, v in plan.by_task.items()},
+        "fit": {p: [f.fit_source for f in folds if f.fits] for p, folds in plan.folds.items()},
     }
     if "circuit" in tracks:
-        config.update(circuit_agents=agent_names["circuit"], kl_floor=KL_FLOOR, circuit_excluded=excluded)
-    md_parts = []
+        config.update(
+            circuit_agents=agent_names["circuit"], kl_floor=KL_FLOOR, circuit_excluded=plan.excluded
+        )
     board: list[dict] = []
     paths: dict[str, Path] = {}
-    report = {"png": False}
     if "features" in tracks:
-        na = {
-            (name, p): reason
-            for (t, name), reason in unavailable.items()
-            if t == "features"
-            for p in cfg.protocols
-        }
         board = build_leaderboard(
             feature_rows,
             protocols=cfg.protocols,
             agents=agent_names["features"],
-            interventions=interventions,
+            interventions=plan.interventions,
             budget=cfg.budget,
             reps=cfg.reps,
             seed=0,
-            not_applicable=na,
+            not_applicable=_not_applicable(unavailable, "features", cfg.protocols),
         )
-        paths = write_leaderboard(out, board, interventions, config)
+        paths = write_leaderboard(out, board, plan.interventions, config)
     else:
         (out / "leaderboard.md").write_text("")  # the circuit section is appended below
     circuit_board: list[dict] = []
     if "circuit" in tracks:
         from benchmarks.circuit_leaderboard import build_circuit_leaderboard, write_circuit_leaderboard
 
-        na = {
-            (name, p): reason
-            for (t, name), reason in unavailable.items()
-            if t == "circuit"
-            for p in cfg.protocols
-        }
         circuit_board = build_circuit_leaderboard(
             circuit_rows,
             protocols=cfg.protocols,
             agents=agent_names["circuit"],
             reps=cfg.reps,
             seed=0,
-            not_applicable=na,
+            not_applicable=_not_applicable(unavailable, "circuit", cfg.protocols),
         )
         circuit_paths = write_circuit_leaderboard(out, circuit_board, config)
         paths = {**circuit_paths, **{k: v for k, v in paths.items() if k != "md"}, "md": circuit_paths["md"]}
@@ -579,14 +705,13 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
         board,
         protocols=cfg.protocols,
         agents=agent_names.get("features", []),
-        interventions=interventions,
+        interventions=plan.interventions,
         config={**config, **provenance(cfg)},  # + command line, date, versions (not in the leaderboard)
         **_circuit_report_args(circuit_rows, circuit_board, cfg, agent_names),
     )
     phases["report"] = time.perf_counter() - mark
     seconds = time.perf_counter() - start
-    md_parts.append((out / "leaderboard.md").read_text())
-    echo("".join(md_parts))
+    echo((out / "leaderboard.md").read_text())
     echo(
         f"{counts['ran']} episodes run, {counts['skipped']} already done"
         + (f", {counts['na']} not applicable (n/a)" if counts.get("na") else "")
@@ -603,6 +728,13 @@ def run_bench(cfg: BenchConfig, *, echo: Any = print) -> dict:
         "seconds": seconds,
         "phases": phases,
     }
+
+
+def _not_applicable(
+    unavailable: dict[tuple[str, str], str], track: str, protocols: list[str]
+) -> dict[tuple[str, str], str]:
+    """(agent, protocol) → reason, for the track's agents that are not available."""
+    return {(name, p): reason for (t, name), reason in unavailable.items() if t == track for p in protocols}
 
 
 def _circuit_report_args(rows: list[dict], board: list[dict], cfg: BenchConfig, agents: dict) -> dict:
@@ -634,34 +766,6 @@ def _wanted(row: dict, wanted: set, cfg: BenchConfig) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-
-
-def _seeds(text: str) -> list[int]:
-    """`5` → seeds 0..4; `0,3,7` → those seeds."""
-    if "," in text:
-        return _int_list(text)
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of seeds or a comma list of seeds, got {text!r}"
-        ) from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"the number of seeds must be positive, got {n}")
-    return list(range(n))
-
-
-def _names(values: list[str] | None) -> list[str] | None:
-    if values is None:
-        return None
-    return [n.strip() for v in values for n in v.split(",") if n.strip()]
-
-
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "bench",
@@ -669,93 +773,13 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="toy-4l", help="model name or toy model directory (default: toy-4l)")
-    p.add_argument(
-        "--tasks", action="append", help="task(s), comma-separated or repeated (default: every toy task)"
-    )
-    p.add_argument("--prompts", dest="prompts_file", help="custom prompts (JSONL); needs --backend live")
-    p.add_argument(
-        "--agents",
-        action="append",
-        help="agent(s), comma-separated or repeated, or package.module:Class "
-        "(default: every registered agent that is installed)",
-    )
-    p.add_argument(
-        "--protocol",
-        dest="protocols",
-        action="append",
-        help=f"protocol(s), comma-separated or repeated: {', '.join(PROTOCOLS)} "
-        f"(default: {','.join(DEFAULT_PROTOCOLS)})",
-    )
-    p.add_argument(
-        "--seeds",
-        type=_seeds,
-        default=list(range(DEFAULT_SEEDS)),
-        help=f"number of seeds (N → 0..N-1) or a comma list (default: {DEFAULT_SEEDS})",
-    )
-    p.add_argument("--budget", type=int, default=20, help="interventions per episode, B (default: 20)")
-    p.add_argument("--k", type=int, default=64, help="candidates per prompt, K (default: 64)")
-    p.add_argument(
-        "--backend", default="replay", help="replay (circuit tables, default) or live (circuit-tracer)"
-    )
-    p.add_argument(
-        "--tables", help="directory of TASK-SPLIT.npz circuit tables (default: the model's shipped ones)"
-    )
-    p.add_argument("--fit-model", help="held-out-model: model whose train tables the agents fit on")
-    p.add_argument(
-        "--prompts-per-task",
-        type=int,
-        default=DEFAULT_PROMPTS_PER_TASK,
-        help=f"test prompts per task, 0 = all (default: {DEFAULT_PROMPTS_PER_TASK})",
-    )
-    p.add_argument(
-        "--reps", type=int, default=DEFAULT_REPS, help=f"bootstrap replications (default: {DEFAULT_REPS})"
-    )
-    p.add_argument("--device", help="torch device for --backend live")
-    p.add_argument("--out", help="output directory (default: runs/<timestamp>); an existing one is resumed")
-    p.add_argument(
-        "--fit-per-seed",
-        action="store_true",
-        help="fit every seed's agent itself (default: one fit per agent, protocol and fold, copied to every seed)",
-    )
-    p.add_argument(
-        "--track",
-        dest="tracks",
-        action="append",
-        help="track(s), comma-separated or repeated: features (CircuitDiscovery-v0, single features) and "
-        "circuit (CircuitSearch-v0, sets scored by faithfulness) (default: both on replay tables with circuit "
-        "data, else features)",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_options(p, BenchConfig)
     add_executor_args(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = BenchConfig(
-        model=args.model,
-        tasks=_names(args.tasks),
-        prompts_file=args.prompts_file,
-        agents=_names(args.agents),
-        protocols=_names(args.protocols) or list(DEFAULT_PROTOCOLS),
-        seeds=args.seeds,
-        budget=args.budget,
-        k=args.k,
-        backend=args.backend,
-        tables=args.tables,
-        fit_model=args.fit_model,
-        prompts_per_task=args.prompts_per_task,
-        out=args.out,
-        reps=args.reps,
-        device=args.device,
-        fit_per_seed=args.fit_per_seed,
-        progress=args.progress,
-        executor=args.executor,
-        ray_address=args.ray_address,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-        tracks=_names(args.tracks),
-    )
+    cfg = BenchConfig(**from_args(BenchConfig, args))
     cfg.out = cfg.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     try:
         run_bench(cfg, echo=lambda s: print(s, flush=True))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from acd_env.errors import ACDError, unknown
+from benchmarks.options import add_options, from_args, option
 
 EXECUTORS = ("local", "ray")
 CONNECT_TIMEOUT_S = 5.0
@@ -31,10 +32,19 @@ CONNECT_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class ExecutorOptions:
-    kind: str = "local"
-    address: str | None = None
-    workers: int | None = None
-    gpus_per_worker: float = 0.0
+    """Where the work runs; each field is also the command-line option of `acd tables build` and `acd bench`."""
+
+    kind: str = option(
+        "local", flag="--executor", dest="executor", help="local (default: this process) or ray"
+    )
+    address: str | None = option(
+        None,
+        flag="--ray-address",
+        dest="ray_address",
+        help="Ray cluster head host:port, auto, or ray://host:port (default: start one)",
+    )
+    workers: int | None = option(None, type=int, help="Ray workers (default: one per CPU, or per GPU share)")
+    gpus_per_worker: float = option(0.0, help="GPUs each Ray worker reserves (default %(default)g)")
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
@@ -60,24 +70,11 @@ class ExecutorOptions:
 
 
 def add_executor_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("executor (see benchmarks/executors.py)")
-    g.add_argument("--executor", default="local", help="local (default: this process) or ray")
-    g.add_argument(
-        "--ray-address", help="Ray cluster head host:port, auto, or ray://host:port (default: start one)"
-    )
-    g.add_argument("--workers", type=int, help="Ray workers (default: one per CPU, or per GPU share)")
-    g.add_argument(
-        "--gpus-per-worker", type=float, default=0.0, help="GPUs each Ray worker reserves (default 0)"
-    )
+    add_options(parser.add_argument_group("executor (see benchmarks/executors.py)"), ExecutorOptions)
 
 
 def executor_options(args: argparse.Namespace) -> ExecutorOptions:
-    return ExecutorOptions(
-        kind=args.executor,
-        address=args.ray_address,
-        workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker,
-    )
+    return ExecutorOptions(**from_args(ExecutorOptions, args))
 
 
 def _check_reachable(address: str) -> None:

@@ -31,6 +31,18 @@ def run_sequence_task(context: tuple, seq: EpisodeSequence, known: Known) -> Ite
     yield from sequence_events(seq, envs, budget, known, AgentFactory(share_fit))
 
 
+class RayExecutor:
+    """The Ray executor of `Runner.run`: `RayExecutor(opts)(runner, sequences, record)` (see `run_on_ray`)."""
+
+    def __init__(self, opts: ExecutorOptions) -> None:
+        self.opts = opts
+
+    def __call__(
+        self, runner: Runner, sequences: Sequence[EpisodeSequence], record: Callable[[Event], None]
+    ) -> None:
+        run_on_ray(runner, sequences, self.opts, record)
+
+
 def run_on_ray(
     runner: Runner,
     sequences: Sequence[EpisodeSequence],

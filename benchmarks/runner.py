@@ -1,21 +1,10 @@
-"""Run episodes (agent × protocol × prompt × seed) on `CircuitDiscoveryEnv` and append them to `results.jsonl`.
-
-`results.jsonl` holds one JSON object per line, each with a `kind`:
-- `step`: one per step — agent, protocol, fold, task, prompt_id, seed, step, action, candidate, feature,
-  intervention, invalid, reward, kl, logit_diff, downstream, n_affected, top1_changed, wall_time_s and
-  `diag` (the agent's `diagnostics()` scalars after the step, e.g. `aif/belief_entropy`), if any;
-- `episode`: one per finished episode, after its steps — the keys above plus `order` (index in the seed's
-  prompt order), `metrics` (benchmarks.metrics.episode_metrics), `interventions` used, `reward`, `wall_time_s`,
-  `step_ms`, and for agents with `importance_ranking()` that ranking (`importance_order`: candidate indices, most
-  important first) beside the true ablation KL of every real candidate (`true_effect`);
-- `fit`: one per fitted (agent, protocol, fold, seed): the tables it was fitted on and `fit_s`;
-- `na`: an (agent, protocol) that does not apply, with the reason;
-- `log`: an agent's training log (`training_log()`, e.g. PPO losses), once per agent.
+"""Run episodes (agent × protocol × prompt × seed) on `CircuitDiscoveryEnv` and append them to `results.jsonl`
+(its rows, keys and resume: benchmarks.results_log).
 
 Nothing is lost: all rows of an episode are written with one `write` and `fsync`ed, so a killed run keeps
 every finished episode and at most leaves a torn tail, which the next run into the same directory truncates
-back to the last complete episode. A re-run skips finished episodes (key: agent, protocol, prompt, seed); in
-protocols that keep memory across prompts it first replays the seed's finished episodes, unrecorded, to
+back to the last complete episode. A re-run skips finished episodes (key: track, agent, protocol, prompt, seed);
+in protocols that keep memory across prompts it first replays the seed's finished episodes, unrecorded, to
 rebuild the agent's memory, so that resumed and uninterrupted runs give the same results.
 
 Seeds: the agent of a (protocol, seed, fold) sequence is built with `seed` (fitted agents: see `Runner._agent`);
@@ -28,23 +17,30 @@ prompts before it in the seed's order.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from acd_env.errors import ACDError
+from acd_env.scores import play_episode
+from acd_env.table_store import restrict_columns
 from benchmarks.metrics import episode_metrics
-from benchmarks.protocols import Fold, Protocol, applicability, derive_seed, restrict_table
+from benchmarks.protocols import Fold, Protocol, applicability, derive_seed
+from benchmarks.results_log import (  # noqa: F401 (re-exported: the results log's public names)
+    BLOCK_END,
+    ResultsLog,
+    _clean,
+    episode_key,
+    fit_key,
+    read_results,
+    track_of,
+)
 
-BLOCK_END = ("episode", "fit", "na", "log")
 STEP_INFO = (
     "candidate",
     "feature",
@@ -55,155 +51,6 @@ STEP_INFO = (
     "n_affected",
     "top1_changed",
 )
-
-
-# ---------------------------------------------------------------------------------------------- results file
-def track_of(row: dict) -> str:
-    """A row's track (rows written before the circuit track existed are feature-track rows)."""
-    return row.get("track", "features")
-
-
-def episode_key(row: dict) -> tuple:
-    return (track_of(row), row["agent"], row["protocol"], row["prompt_id"], int(row["seed"]))
-
-
-def fit_key(row: dict) -> tuple:
-    return (track_of(row), row["agent"], row["protocol"], row["fold"], int(row["seed"]))
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe value: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
-
-
-def _numpy_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _dumps(row: dict) -> str:
-    """One compact JSON line; NaN/inf become null (the slow path, only when present)."""
-    try:
-        return json.dumps(row, separators=(",", ":"), default=_numpy_default, allow_nan=False)
-    except ValueError:
-        return json.dumps(_clean(row), separators=(",", ":"))
-
-
-class ResultsLog:
-    """Append-only `results.jsonl` with atomic episode blocks and resume.
-
-    On opening, a torn tail (a partial line, or the step rows of an episode whose `episode` row never made it)
-    is cut off, so the file always ends with a complete block.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.episodes: dict[tuple, dict] = {}
-        self.fits: set[tuple] = set()
-        self.na: set[tuple] = set()
-        self.logs: set[str] = set()
-        self.truncated_bytes = 0
-        self._recover()
-
-    def _recover(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        good = 0  # byte offset just after the last complete block
-        pos = line = 0
-        while pos < len(data):
-            end = data.find(b"\n", pos)
-            if end < 0:
-                break  # a partial last line
-            line += 1
-            row = _parse(data[pos:end])
-            if row is None:
-                if data[end + 1 :].strip():  # complete rows follow: corruption, not a torn last write
-                    raise ACDError(
-                        f"{str(self.path)!r} line {line} is not a results row, and rows follow it: the file is "
-                        "corrupt, not torn by an interrupted write; move it away (or choose another --out)"
-                    )
-                break  # a torn last line (a killed write): dropped
-            pos = end + 1
-            if row.get("kind") in BLOCK_END:
-                try:
-                    self._register(row)
-                except (KeyError, TypeError, ValueError) as e:
-                    raise ACDError(
-                        f"{str(self.path)!r} line {line}: a {row['kind']!r} row without a valid {e} field; the "
-                        "file is corrupt; move it away (or choose another --out)"
-                    ) from None
-                good = pos
-        if good < len(data):
-            self.truncated_bytes = len(data) - good
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
-                f.flush()
-                os.fsync(f.fileno())
-
-    def _register(self, row: dict) -> None:
-        kind = row["kind"]
-        if kind == "episode":
-            self.episodes[episode_key(row)] = row
-        elif kind == "fit":
-            self.fits.add(fit_key(row))
-        elif kind == "na":
-            self.na.add((track_of(row), row["agent"], row["protocol"]))
-        elif kind == "log":
-            self.logs.add((track_of(row), row["agent"]))
-
-    def append(self, rows: Sequence[dict]) -> None:
-        """Append rows as one block: a single write, flushed and fsynced."""
-        data = "".join(_dumps(r) + "\n" for r in rows).encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        for row in rows:
-            if row.get("kind") in BLOCK_END:
-                self._register(row)
-
-
-def _parse(line: bytes) -> dict | None:
-    try:
-        row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return row if isinstance(row, dict) else None
-
-
-def read_results(path: str | Path) -> list[dict]:
-    """Every complete row of a results file (a torn last line is ignored)."""
-    rows = []
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------- run plan
@@ -246,45 +93,40 @@ class EnvSet:
 
 
 def run_episode(env: Any, agent: Any, prompt_index: int, seed: int, base: dict, budget: int) -> list[dict]:
-    """Run one episode; return its step rows followed by its `episode` row."""
-    unwrapped = env.unwrapped
-    prompt = unwrapped.prompts[prompt_index]
-    obs, info = env.reset(seed=derive_seed("env", seed, prompt.id), options={"prompt_index": prompt_index})
-    base = dict(base, task=info["task"], prompt_id=info["prompt_id"], seed=seed)
-    interventions = tuple(info["interventions"])
-    agent.reset(obs, info)
-    effects = unwrapped.oracle_effects()
-    rows: list[dict] = []
-    chosen: list[int] = []
-    used = dict.fromkeys(interventions, 0)
-    total_time = total_reward = 0.0
+    """Run one episode (acd_env.scores.play_episode); return its step rows followed by its `episode` row."""
+    prompt = env.unwrapped.prompts[prompt_index]
+    steps: list[dict] = []
     diagnostics = getattr(agent, "diagnostics", None)
-    for step in range(budget):
-        start = time.perf_counter()
-        action = agent.act(obs, info)
-        obs, reward, terminated, truncated, info = env.step(action)
-        agent.observe(action, reward, obs, info)
-        elapsed = time.perf_counter() - start
-        total_time += elapsed
-        total_reward += reward
+
+    def on_step(step: int, action: Any, reward: float, info: dict, elapsed: float) -> None:
         invalid = bool(info.get("invalid_action", False))
-        chosen.append(-1 if invalid else int(info["candidate"]))
-        row = dict(
-            base, kind="step", step=step + 1, action=int(action), invalid=invalid, reward=float(reward)
-        )
+        row = dict(kind="step", step=step + 1, action=int(action), invalid=invalid, reward=float(reward))
         if not invalid:
-            used[info["intervention"]] += 1
             row.update({k: info[k] for k in STEP_INFO})
         row["wall_time_s"] = elapsed
         if callable(diagnostics):
             diag = {str(k): float(v) for k, v in (diagnostics() or {}).items() if _is_scalar(v)}
             if diag:
                 row["diag"] = diag
-        rows.append(row)
-        if terminated or truncated:
-            break
+        steps.append(row)
+
+    env_seed = derive_seed("env", seed, prompt.id)
+    played = play_episode(env, agent, prompt_index, seed=env_seed, budget=budget, on_step=on_step)
+    info, effects = played.info, played.effects
+    base = dict(base, task=info["task"], prompt_id=info["prompt_id"], seed=seed)
+    interventions = tuple(info["interventions"])
+    rows = [dict(base, **row) for row in steps]
+    used = dict.fromkeys(interventions, 0)
+    for row in steps:
+        if not row["invalid"]:
+            used[row["intervention"]] += 1
+    total_reward = 0.0
+    total_time = 0.0
+    for row in steps:
+        total_reward += row["reward"]
+        total_time += row["wall_time_s"]
     episode = dict(base, kind="episode", n_steps=len(rows), reward=total_reward, interventions=used)
-    episode["metrics"] = episode_metrics(chosen, effects.kl, effects.valid, budget, interventions)
+    episode["metrics"] = episode_metrics(played.chosen, effects.kl, effects.valid, budget, interventions)
     ranking = getattr(agent, "importance_ranking", None)
     if callable(ranking):  # the agent's own ranking of every candidate, most important first (e.g. aif)
         order = [int(k) for k in np.asarray(ranking()).reshape(-1)]
@@ -377,7 +219,7 @@ class AgentFactory:
     @staticmethod
     def _fit(agent: Any, seq: EpisodeSequence, seed: int, env: Any) -> dict:
         names = list(env.unwrapped.settings.descriptor_names)
-        tables = [restrict_table(t, names) for t in seq.fold.tables() or []]
+        tables = [restrict_columns(t, names) for t in seq.fold.tables() or []]
         start = time.perf_counter()
         agent.fit(tables)
         return {
@@ -509,7 +351,7 @@ def _training_log_row(agent: Any, spec: AgentSpec) -> dict | None:
 
 
 class Runner:
-    """Runs every sequence of a plan into a ResultsLog, in this process or on Ray (benchmarks.ray_bench)."""
+    """Runs every sequence of a plan into a ResultsLog, with an executor (`run_local`, or Ray: benchmarks.ray_bench)."""
 
     def __init__(
         self,
@@ -548,9 +390,11 @@ class Runner:
             return (track_of(row), row["agent"]) in self.log.logs
         return False
 
-    def run(self, sequences: Sequence[EpisodeSequence], executor: Any = None) -> dict:
+    def run(self, sequences: Sequence[EpisodeSequence], executor: SequenceExecutor | None = None) -> dict:
         """Run all sequences; returns counts {"ran", "skipped", "replayed", "na"} (they add up to the progress
-        bar's total: "na" counts the planned episodes of agents that do not apply). `executor`: ExecutorOptions."""
+        bar's total: "na" counts the planned episodes of agents that do not apply). `executor`: where the
+        sequences run (`run_local`, the default, or benchmarks.ray_bench.RayExecutor; `acd bench` picks it in
+        benchmarks.bench.sequence_executor)."""
         from tqdm import tqdm
 
         total = sum(len(s.order) for s in sequences)
@@ -558,13 +402,17 @@ class Runner:
         with tqdm(
             total=total, desc="acd bench", unit="episode", disable=not self.progress, dynamic_ncols=True
         ) as bar:
-            if executor is not None and executor.is_ray:
-                from benchmarks.ray_bench import run_on_ray
-
-                run_on_ray(self, sequences, executor, lambda ev: self.record(ev, bar, counts))
-            else:
-                agents = AgentFactory(self.share_fit)
-                for seq in sequences:
-                    for event in sequence_events(seq, self.envs, self.budget, self.known(seq), agents):
-                        self.record(event, bar, counts)
+            (executor or run_local)(self, sequences, lambda ev: self.record(ev, bar, counts))
         return counts
+
+
+SequenceExecutor = Callable[[Runner, Sequence[EpisodeSequence], Callable[[Event], None]], None]
+"""Runs a plan's sequences for a Runner and hands every event to `record`, in each sequence's order."""
+
+
+def run_local(runner: Runner, sequences: Sequence[EpisodeSequence], record: Callable[[Event], None]) -> None:
+    """The local executor: every sequence in this process, one after the other."""
+    agents = AgentFactory(runner.share_fit)
+    for seq in sequences:
+        for event in sequence_events(seq, runner.envs, runner.budget, runner.known(seq), agents):
+            record(event)
