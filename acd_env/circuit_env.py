@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +14,7 @@ from gymnasium import spaces
 from acd_env.case import CaseSettings, PromptCase
 from acd_env.circuit import QUERY_KINDS, faithfulness, logit_faithfulness, necessity
 from acd_env.circuit_backend import CircuitBackend, CircuitData, CircuitScore
-from acd_env.env import BACKENDS, OBS_BOUND, make_backend
+from acd_env.env import BACKENDS, OBS_BOUND, Action, Info, Obs, make_backend
 from acd_env.errors import ACDError, check_positive_int, unknown
 from acd_env.interventions import INTERVENTION_TYPES
 from acd_env.tasks import Prompt
@@ -34,7 +34,7 @@ def score_level(value: float) -> int:
     return 1 + int(np.searchsorted(SCORE_EDGES, value, side="right"))
 
 
-class CircuitSearchEnv(gym.Env[dict, int]):
+class CircuitSearchEnv(gym.Env[Obs, Action]):
     """Find the smallest faithful circuit of a prompt by testing sets of transcoder features.
 
     ## Description
@@ -107,6 +107,8 @@ class CircuitSearchEnv(gym.Env[dict, int]):
     """
 
     metadata: ClassVar[dict] = {"render_modes": []}
+    action_space: spaces.Discrete
+    observation_space: spaces.Dict
 
     def __init__(
         self,
@@ -137,7 +139,7 @@ class CircuitSearchEnv(gym.Env[dict, int]):
         self.settings = CaseSettings(
             n_candidates=n_candidates,
             interventions=INTERVENTION_TYPES,
-            descriptors=descriptors,
+            descriptors=cast(tuple[str, ...], descriptors),  # CaseSettings normalises it to a tuple
             freeze_attention=bool(freeze_attention),
         )
         base = make_backend(self.settings, backend, model, task, split, prompts, tables, device)
@@ -164,7 +166,7 @@ class CircuitSearchEnv(gym.Env[dict, int]):
         self._case: PromptCase | None = None
 
     # ------------------------------------------------------------------ gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Obs, Info]:
         super().reset(seed=seed)
         options = options or {}
         n_prompts = self.backend.n_prompts
@@ -214,7 +216,7 @@ class CircuitSearchEnv(gym.Env[dict, int]):
             "action_mask": self._mask.astype(np.int8),
         }
 
-    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+    def step(self, action: Action) -> tuple[Obs, float, bool, bool, Info]:
         if self._case is None:
             raise ACDError("call reset() before step()")
         if self._left <= 0:
@@ -285,7 +287,7 @@ class CircuitSearchEnv(gym.Env[dict, int]):
         info["action_mask"] = self._mask.astype(np.int8)
         return self._obs(), float(reward), terminated, truncated, info
 
-    def _obs(self) -> dict[str, np.ndarray]:
+    def _obs(self) -> Obs:
         return {
             "outcome": self._outcome.copy(),
             "circuit": self._members.copy(),

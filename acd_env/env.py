@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias, cast
 
 import gymnasium as gym
 import numpy as np
@@ -30,8 +30,13 @@ DYNAMIC_COLUMNS = (
     "measured_log_affected",
 )
 
+# The types of both tracks' envs (this one and `acd_env.circuit_env.CircuitSearchEnv`).
+Obs: TypeAlias = dict[str, np.ndarray]  # a sample of the env's `spaces.Dict` observation space
+Action: TypeAlias = int | np.integer  # a `spaces.Discrete` action: a Python int or a numpy integer
+Info: TypeAlias = dict[str, Any]
 
-class CircuitDiscoveryEnv(gym.Env):
+
+class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
     """Find the transcoder features that matter for a prompt with as few interventions as possible.
 
     ## Description
@@ -105,6 +110,8 @@ class CircuitDiscoveryEnv(gym.Env):
     """
 
     metadata: ClassVar[dict] = {"render_modes": []}
+    action_space: spaces.Discrete
+    observation_space: spaces.Dict
 
     def __init__(
         self,
@@ -136,12 +143,13 @@ class CircuitDiscoveryEnv(gym.Env):
             raise ACDError(
                 f"render_mode {render_mode!r} is not supported; this env has no renderer (use None)"
             )
-        # CaseSettings validates n_candidates, interventions, steering_scale and descriptors (ACDError)
+        # CaseSettings validates n_candidates, interventions, steering_scale and descriptors (ACDError) and
+        # normalises any sequence of names (or one name) to a tuple, the type of its fields
         self.settings = CaseSettings(
             n_candidates=n_candidates,
-            interventions=interventions,
+            interventions=cast(tuple[str, ...], interventions),
             steering_scale=steering_scale,
-            descriptors=descriptors,
+            descriptors=cast(tuple[str, ...], descriptors),
             freeze_attention=bool(freeze_attention),
         )
         n_candidates, interventions = self.settings.n_candidates, self.settings.interventions
@@ -168,7 +176,7 @@ class CircuitDiscoveryEnv(gym.Env):
         self._case: PromptCase | None = None
 
     # ------------------------------------------------------------------ gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Obs, Info]:
         super().reset(seed=seed)
         options = options or {}
         if "prompt_index" in options:
@@ -205,7 +213,7 @@ class CircuitDiscoveryEnv(gym.Env):
             "action_mask": self._mask.astype(np.int8),
         }
 
-    def step(self, action: Any):
+    def step(self, action: Action) -> tuple[Obs, float, bool, bool, Info]:
         if self._case is None:
             raise ACDError("call reset() before step()")
         if self._left <= 0:
@@ -257,7 +265,7 @@ class CircuitDiscoveryEnv(gym.Env):
         info["action_mask"] = self._mask.astype(np.int8)
         return self._obs(), float(reward), bool(terminated), False, info
 
-    def _obs(self) -> dict[str, np.ndarray]:
+    def _obs(self) -> Obs:
         return {
             "outcome": self._outcome.copy(),
             "candidates": self._candidates.copy(),
