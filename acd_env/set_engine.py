@@ -3,7 +3,8 @@
 A row intervenes on a subset of a prompt's candidate features at once, setting each one to its row's value,
 with `ReplacementModel.feature_intervention`'s semantics (circuit-tracer 0.5.0): the real model runs; at each
 layer the transcoder is read on the *current* (already intervened) residual stream and
-`(value - current activation) * W_dec[feature]` is added to the MLP output at the feature's position, so
+`(value - current activation) * W_dec[feature]` is added to the MLP output at the feature's position (a
+cross-layer transcoder's feature: to the MLP output of its layer and of every later layer), so
 upstream interventions move downstream readings and the transcoder's error is kept. Positions circuit-tracer
 zeroes (BOS) read as 0. `freeze_attention=True` replays the clean attention patterns.
 
@@ -70,7 +71,8 @@ def run_sets(
     """Last-position logits (B, d_vocab) of B rows, each intervening jointly on the features its mask selects.
 
     Args:
-        model: a circuit-tracer ReplacementModel (TransformerLens backend, single-layer transcoders).
+        model: a circuit-tracer ReplacementModel (TransformerLens backend; single-layer or cross-layer
+            transcoders).
         tokens: (n_pos,) token ids with BOS.
         features: (n, 3) [layer, pos, feature] of the candidates (distinct).
         values: (n,) the value each candidate is set to when a row intervenes on it, or (B, n) per row.
@@ -120,18 +122,27 @@ def run_sets(
 
 
 class _LayerPlan:
-    """Per layer: which candidates live there, their (unique) positions and decoder vectors."""
+    """Per layer: which candidates live there, their (unique) positions and decoder vectors.
+
+    A single-layer transcoder's decoder is (n_l, 1, d_model), written at the feature's own layer; a cross-layer
+    transcoder's is (n_l, n_layers - layer, d_model), written at that layer and every later one (circuit-tracer's
+    `_get_feature_intervention_hooks`). `targets` lists every layer that receives a write."""
 
     def __init__(self, model: Any, tokens: torch.Tensor, feats: torch.Tensor) -> None:
         zeroed = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         zeroed[model.zero_positions] = True
         self.layers: dict[int, tuple] = {}
+        targets: set[int] = set()
         for layer in feats[:, 0].unique().tolist():
             idx = (feats[:, 0] == layer).nonzero(as_tuple=True)[0]
             pos = feats[idx, 1]
             uniq, inv = pos.unique(return_inverse=True)
-            decoder = model.transcoders._get_decoder_vectors(int(layer), feats[idx, 2])  # (n_l, d_model)
+            decoder = model.transcoders._get_decoder_vectors(int(layer), feats[idx, 2])
+            if decoder.ndim == 2:  # single-layer transcoder: (n_l, d_model)
+                decoder = decoder.unsqueeze(1)
+            targets.update(range(int(layer), int(layer) + decoder.shape[1]))
             self.layers[int(layer)] = (idx, pos, uniq, inv, feats[idx, 2], zeroed[pos], decoder)
+        self.targets = sorted(targets)
 
 
 def _run_chunk(
@@ -152,8 +163,13 @@ def _run_chunk(
         current = enc[:, inv, fids]  # (b, n_l): each candidate's reading at its position
         current = torch.where(zeroed, torch.zeros_like(current), current)
         delta = torch.where(masks[:, idx], values[:, idx].to(current.dtype) - current, 0.0)
-        add = torch.zeros(b, acts.shape[1], decoder.shape[-1], dtype=acts.dtype, device=acts.device)
-        pending[layer] = add.index_add(1, pos, delta.unsqueeze(-1) * decoder.unsqueeze(0))
+        n_out, d_model = decoder.shape[1], decoder.shape[-1]
+        add = torch.zeros(b, acts.shape[1], n_out * d_model, dtype=acts.dtype, device=acts.device)
+        contrib = (delta[:, :, None, None] * decoder.unsqueeze(0)).reshape(b, len(idx), n_out * d_model)
+        add = add.index_add(1, pos, contrib).reshape(b, acts.shape[1], n_out, d_model)
+        for k in range(n_out):  # a cross-layer transcoder's feature writes to this layer and every later one
+            prev = pending.get(layer + k)
+            pending[layer + k] = add[:, :, k] if prev is None else prev + add[:, :, k]
         return acts
 
     def write(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
@@ -166,6 +182,7 @@ def _run_chunk(
     hooks = [(name, freeze) for name in frozen]
     for layer in plan.layers:
         hooks.append((f"blocks.{layer}.{model.feature_input_hook}", _bind(read, layer)))
+    for layer in plan.targets:
         hooks.append((f"blocks.{layer}.{output_hook}", _bind(write, layer)))
     with model.hooks(fwd_hooks=hooks):
         return model(tokens.unsqueeze(0).expand(b, -1))[:, -1]
