@@ -163,13 +163,14 @@ def _run_chunk(
         current = enc[:, inv, fids]  # (b, n_l): each candidate's reading at its position
         current = torch.where(zeroed, torch.zeros_like(current), current)
         delta = torch.where(masks[:, idx], values[:, idx].to(current.dtype) - current, 0.0)
-        n_out, d_model = decoder.shape[1], decoder.shape[-1]
-        add = torch.zeros(b, acts.shape[1], n_out * d_model, dtype=acts.dtype, device=acts.device)
-        contrib = (delta[:, :, None, None] * decoder.unsqueeze(0)).reshape(b, len(idx), n_out * d_model)
-        add = add.index_add(1, pos, contrib).reshape(b, acts.shape[1], n_out, d_model)
-        for k in range(n_out):  # a cross-layer transcoder's feature writes to this layer and every later one
-            prev = pending.get(layer + k)
-            pending[layer + k] = add[:, :, k] if prev is None else prev + add[:, :, k]
+        for k in range(
+            decoder.shape[1]
+        ):  # a cross-layer transcoder's feature writes to every later layer too
+            add = pending.get(layer + k)
+            if add is None:
+                add = torch.zeros(b, acts.shape[1], decoder.shape[-1], dtype=acts.dtype, device=acts.device)
+                pending[layer + k] = add
+            add.index_add_(1, pos, delta.unsqueeze(-1) * decoder[:, k].unsqueeze(0))
         return acts
 
     def write(acts: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:
