@@ -154,3 +154,21 @@ def _mlp_inputs(hf_dir: Path, names: list[str]):
             for layer, name in enumerate(names):
                 out[layer].append(cache[name.format(layer)][0, 1:])
     return [torch.cat(x) for x in out]
+
+
+def load_float64(model_spec: str):
+    """A fresh float64 ReplacementModel of `model_spec`, in which the batched engines and `feature_intervention`
+    agree exactly (in float32 they differ by kernel rounding that depends on the batch size).
+
+    Not `copy.deepcopy(model).to(torch.float64)`: a deep copy keeps the closures of circuit-tracer's permanent
+    skip-connection hooks, which still call the original's `hook_out_grad` hook points and transcoders, so on the
+    copy every intervention (the engine's and `feature_intervention`'s alike) silently does nothing, and a skip
+    transcoder's weights stay float32.
+    """
+    import torch
+
+    from acd_env.models import load_model
+
+    model = load_model(model_spec, cache=False).to(torch.float64)
+    model.cfg.dtype = torch.float64
+    return model
