@@ -11,7 +11,9 @@
   candidates, not saturation. Zero queries.
 - **ig**: integrated gradients of −KL(clean ‖ ·) in the candidates' values along the straight path from
   keep(∅) (all candidates ablated) to the clean run (midpoint rule, `IG_STEPS` points). Completeness:
-  Σ_j ig_j ≈ KL(clean ‖ keep ∅). Zero queries (gradients only; the EAP-IG analogue).
+  Σ_j ig_j ≈ KL(clean ‖ keep ∅) when activations are continuous along the path; with JumpReLU transcoders
+  (Gemma Scope) features jumping across their thresholds carry no gradient, so Σ ig can fall well short (up to
+  half on the tiny Gemma-2/Llama-shaped test models). Zero queries (gradients only; the EAP-IG analogue).
 """
 
 from __future__ import annotations
