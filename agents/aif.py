@@ -240,7 +240,7 @@ class AIFAgent(BaseAgent):
         self._ensure_model(self.interventions)
         mask = np.asarray(info["action_mask"], dtype=bool).reshape(-1, self.n_types)
         k = mask.shape[0]
-        self._valid = mask.any(1)
+        self._valid = np.asarray(mask.any(axis=1))
         self._valid_idx = np.flatnonzero(self._valid)
         from agents.aif_kernels import bucket
 
@@ -290,6 +290,7 @@ class AIFAgent(BaseAgent):
         t = self.interventions.index(info["intervention"])
         if self._q is None:  # observe without act (e.g. a replayed action): read the current scores first
             self._decide(1.0)
+        assert self._q is not None and self.spec is not None  # set by _decide and reset
         levels = np.asarray(obs["outcome"], dtype=np.int64).reshape(-1)
         if levels.size < 3 or levels[0] <= 0:  # no outcome in the observation: discretise the info fields
             levels = np.array([discretise(n, info[n]) for n in ("kl", "downstream", "n_affected")], np.int64)
@@ -348,6 +349,7 @@ class AIFAgent(BaseAgent):
         """(K,) posterior expected importance level (0..5) of every candidate; NaN for padding."""
         if self._q is None:
             self._decide(1.0)
+        assert self._q is not None  # set by _decide
         k = len(self._valid)
         e = self._q[:k] @ np.arange(N_IMPORTANCE)
         return np.where(self._valid, e, np.nan)

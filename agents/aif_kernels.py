@@ -158,7 +158,8 @@ class Kernels:
             A = [dirichlet_expected_value(p) for p in pA]
             rows = pA[0][1:, :, 0]
             R = rows / rows.sum(1, keepdims=True)
-            A[0] = A[0].at[1:, :, 0].set(R / R.sum(0, keepdims=True))
+            # pymdp annotates dirichlet_expected_value as returning a numpy array; it is a jax array
+            A[0] = A[0].at[1:, :, 0].set(R / R.sum(0, keepdims=True))  # pyright: ignore[reportAttributeAccessIssue]
             return A, R.mean(0)
 
         def observe(A, pA, D, score_obs, meas_obs, meas_type, lr):
@@ -172,7 +173,9 @@ class Kernels:
             pA_new, _ = learning.update_obs_likelihood_dirichlet(
                 pA, A, obs, qs, A_dependencies=A_DEPENDENCIES, categorical_obs=False, num_obs=n_obs, lr=lr
             )
-            added = pA_new[0][1:, :, 0] - pA[0][1:, :, 0]
+            score_counts = pA_new[0]
+            assert score_counts is not None  # pymdp returns None only for modalities without counts
+            added = score_counts[1:, :, 0] - pA[0][1:, :, 0]
             return pA_new, jnp.concatenate([q, added.ravel()])
 
         def set_score_pA(pA, score_pA):

@@ -53,7 +53,12 @@ def regressor(seed: int) -> Any:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(
-        max_iter=200, learning_rate=0.1, max_leaf_nodes=31, early_stopping=False, random_state=seed
+        max_iter=200,
+        learning_rate=0.1,
+        max_leaf_nodes=31,
+        # sklearn's stubs type early_stopping as str ("auto"); it takes a bool as documented
+        early_stopping=False,  # pyright: ignore[reportArgumentType]
+        random_state=seed,
     )
 
 
@@ -174,6 +179,7 @@ class ScoreModel:
 
     def _new_offset(self) -> None:
         """Marginalise the last prompt's offset out of the posterior and give the new prompt a fresh one."""
+        assert self._prec is not None and self._lin is not None, "begin_episode() first"
         cov = np.linalg.inv(self._prec)
         mean = cov @ self._lin
         prec = np.zeros_like(self._prec)
@@ -185,6 +191,7 @@ class ScoreModel:
     # ------------------------------------------------------------------ predict and learn
     def predict(self) -> np.ndarray:
         """Current score of every real candidate of the episode (log10 ablation KL units up to an offset)."""
+        assert self._prec is not None and self._lin is not None, "begin_episode() first"
         w = np.linalg.solve(self._prec, self._lin)
         return self._base + w[0] + self._phi @ w[1:]
 
@@ -192,6 +199,7 @@ class ScoreModel:
         """A measured ablation KL of the episode's k-th real candidate: rank-one update of the residual."""
         y = float(log_effect(kl))
         phi = np.r_[1.0, self._phi[k]]
+        assert self._prec is not None and self._lin is not None, "begin_episode() first"
         self._prec = self._prec + np.outer(phi, phi) / self.noise_sd**2
         self._lin = self._lin + phi * (y - self._base[k]) / self.noise_sd**2
         self._data.append((self._x[k], self._prior[k], y))

@@ -103,7 +103,7 @@ class BaseAgent:
     @staticmethod
     def valid_candidates(info: dict, n_types: int) -> np.ndarray:
         """(K,) bool: candidates with at least one valid action."""
-        return np.asarray(info["action_mask"], dtype=bool).reshape(-1, n_types).any(1)
+        return np.asarray(np.asarray(info["action_mask"], dtype=bool).reshape(-1, n_types).any(axis=1))
 
     def column(self, obs: dict, name: str) -> np.ndarray:
         if name not in self.columns:

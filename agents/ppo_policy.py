@@ -25,7 +25,7 @@ constructor arguments, so they are saved inside the policy zip and restored on l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -44,6 +44,9 @@ class CandidateInputs(BaseFeaturesExtractor):
     A row is real when any of its raw static descriptors is non-zero (padding rows are all zeros).
     """
 
+    mean: th.Tensor  # buffers (register_buffer)
+    std: th.Tensor
+
     def __init__(
         self,
         observation_space: spaces.Dict,
@@ -51,8 +54,8 @@ class CandidateInputs(BaseFeaturesExtractor):
         std: Sequence[float] | None = None,
         n_static: int | None = None,
     ) -> None:
-        k, f = observation_space["candidates"].shape
-        n_global = int(np.sum(observation_space["outcome"].nvec)) + 1
+        k, f = cast(spaces.Box, observation_space["candidates"]).shape
+        n_global = int(np.sum(cast(spaces.MultiDiscrete, observation_space["outcome"]).nvec)) + 1
         super().__init__(observation_space, features_dim=k * (f + 1) + n_global)
         self.n_candidates, self.n_columns, self.n_global = k, f, n_global
         self.n_static = f if n_static is None else int(n_static)
@@ -136,8 +139,8 @@ class SetPolicy(MaskableActorCriticPolicy):
         return {**super()._get_constructor_parameters(), "hidden": self.hidden}
 
     def _build_mlp_extractor(self) -> None:
-        fx = self.features_extractor
-        n_types = int(self.action_space.n) // fx.n_candidates
+        fx = cast(CandidateInputs, self.features_extractor)
+        n_types = int(cast(spaces.Discrete, self.action_space).n) // fx.n_candidates
         self.mlp_extractor = SetActorCritic(fx.n_candidates, fx.n_columns, fx.n_global, n_types, self.hidden)
 
     def _build(self, lr_schedule: Any) -> None:
@@ -146,9 +149,12 @@ class SetPolicy(MaskableActorCriticPolicy):
         if (
             self.ortho_init
         ):  # small last layer: a near-uniform policy at the start, as SB3 does for action_net
-            last = self.mlp_extractor.psi[-1]
+            last = cast(nn.Linear, cast(SetActorCritic, self.mlp_extractor).psi[-1])
             nn.init.orthogonal_(last.weight, gain=0.01)
             nn.init.zeros_(last.bias)
+        # SB3 types optimizer_class as type[Optimizer], whose __init__ has no lr; every torch optimizer takes it
         self.optimizer = self.optimizer_class(
-            self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+            self.parameters(),
+            lr=lr_schedule(1),  # pyright: ignore[reportCallIssue]
+            **self.optimizer_kwargs,
         )  # rebuilt without the dropped action_net's parameters

@@ -58,7 +58,7 @@ def save_policy(result: TrainResult, path: str | Path, *, keep_log: bool = True)
     path = _zip(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, result.model.save)
-    meta = dict(result.meta, file=path.name, size_bytes=path.stat().st_size)
+    meta: dict[str, Any] = dict(result.meta, file=path.name, size_bytes=path.stat().st_size)
     if keep_log:
         keep = ("step", "losses/", "charts/", "eval/")
         records = [{k: v for k, v in r.items() if k.startswith(keep)} for r in result.log]

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -109,15 +109,17 @@ def restrict_mask(mask: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
 def _training_wrapper() -> Any:
     import gymnasium as gym
 
-    class TrainingWrapper(gym.Wrapper):
+    from acd_env.env import Action, CircuitDiscoveryEnv, Obs
+
+    class TrainingWrapper(gym.Wrapper[Obs, Action, Obs, Action]):
         """Training only. `act_types`: mask every other intervention type (the agent acts with these only).
         `scale`: divide the env's KL reward by the prompt's Σ of its top-B ablation KLs (from the train table),
         so that every prompt weighs the same; with ablation-only actions an episode's return is then exactly
         its discovery efficiency."""
 
-        def __init__(self, env: Any, act_types: Sequence[str] | None, scale: bool) -> None:
+        def __init__(self, env: gym.Env[Obs, Action], act_types: Sequence[str] | None, scale: bool) -> None:
             super().__init__(env)
-            u = env.unwrapped
+            self.base = u = cast(CircuitDiscoveryEnv, env.unwrapped)
             types = u.settings.interventions
             self.allowed = None if act_types is None else type_mask(u.settings.n_candidates, types, act_types)
             self.scale, self._scale = scale, 1.0
@@ -126,7 +128,7 @@ def _training_wrapper() -> Any:
         def reset(self, **kw: Any) -> Any:
             obs, info = self.env.reset(**kw)
             if self.scale:
-                u = self.env.unwrapped
+                u = self.base
                 effects = u.oracle_effects()
                 top = np.sort(effects.kl[effects.valid, self._abl])[::-1][: u.budget]
                 self._scale = max(float(top.sum()), 1e-6)
@@ -134,10 +136,10 @@ def _training_wrapper() -> Any:
 
         def step(self, action: Any) -> Any:
             obs, reward, terminated, truncated, info = self.env.step(action)
-            return obs, reward / self._scale, terminated, truncated, info
+            return obs, float(reward) / self._scale, terminated, truncated, info
 
         def action_masks(self) -> np.ndarray:
-            return restrict_mask(self.env.unwrapped.action_masks(), self.allowed)
+            return restrict_mask(self.base.action_masks(), self.allowed)
 
     return TrainingWrapper
 

@@ -67,7 +67,7 @@ class RankerAgent(BaseAgent):
     ) -> None:
         super().__init__(seed=seed, intervention=intervention)
         self.requested_columns = tuple(columns) if columns is not None else None
-        self.params = dict(
+        self.params: dict[str, Any] = dict(
             max_iter=max_iter,
             learning_rate=learning_rate,
             max_leaf_nodes=max_leaf_nodes,
@@ -119,7 +119,8 @@ class RankerAgent(BaseAgent):
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         x, y, names = self.training_data(tables)
-        model = HistGradientBoostingRegressor(**self.params, early_stopping=False, random_state=self.seed)
+        # sklearn's stubs type early_stopping as str ("auto"); it takes a bool as documented
+        model = HistGradientBoostingRegressor(**self.params, early_stopping=False, random_state=self.seed)  # pyright: ignore[reportArgumentType]
         with self._threads():
             model.fit(x, y)
         self.model, self.feature_names, self.n_train = model, names, len(y)
