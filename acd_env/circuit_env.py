@@ -142,7 +142,16 @@ class CircuitSearchEnv(gym.Env[Obs, Action]):
             descriptors=cast(tuple[str, ...], descriptors),  # CaseSettings normalises it to a tuple
             freeze_attention=bool(freeze_attention),
         )
-        base = make_backend(self.settings, backend, model, task, split, prompts, tables, device)
+        base = make_backend(
+            self.settings,
+            backend,
+            model=model,
+            task=task,
+            split=split,
+            prompts=prompts,
+            tables=tables,
+            device=device,
+        )
         if base.n_prompts == 0:
             raise ACDError("the environment has no prompts")
         self.backend = CircuitBackend(

@@ -156,7 +156,16 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
         self.budget = budget
         self.reward_kind = reward
         self.backend_kind = backend
-        self.backend = make_backend(self.settings, backend, model, task, split, prompts, tables, device)
+        self.backend = make_backend(
+            self.settings,
+            backend,
+            model=model,
+            task=task,
+            split=split,
+            prompts=prompts,
+            tables=tables,
+            device=device,
+        )
         if self.backend.n_prompts == 0:
             raise ACDError("the environment has no prompts")
 
@@ -320,6 +329,7 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
 def make_backend(
     settings: CaseSettings,
     backend: str,
+    *,
     model: Any,
     task: Any,
     split: str,

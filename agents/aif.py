@@ -463,7 +463,7 @@ def add_fit_counts(pA: list[np.ndarray], spec: ModelSpec, counts: dict[str, Any]
         pA[3][1:, :, 1 + t] += capped(c[2, 1:])
 
 
-def decision_benchmark(k: int, n_types: int = 3, reps: int = 200, seed: int = 0) -> tuple[float, float]:
+def decision_benchmark(k: int, *, n_types: int = 3, reps: int = 200, seed: int = 0) -> tuple[float, float]:
     """(compile seconds, median decision seconds) of `act` for k candidates x n_types types, after JIT.
 
     Used by `acd perf`. Synthetic descriptors; the first `act` of a fresh shape compiles the EFE kernel (kernels

@@ -35,7 +35,7 @@ from acd_env.errors import ACDError
 from acd_env.scores import episode_efficiency
 from acd_env.table_store import env_settings, table_key
 from acd_env.table_store import restrict_descriptors as restrict_columns  # noqa: F401 (re-exported)
-from agents.base import load_tables
+from agents.base import Agent, load_tables
 
 DEFAULT_TRAIN_STEPS = 60_000  # in-process fit when no shipped policy matches (a few minutes on one thread)
 STEPS_PER_SECOND = 350.0  # measured training speed of the set policy on one busy CPU thread (for the warning)
@@ -145,7 +145,7 @@ def _training_wrapper() -> Any:
 
 
 def make_vec_env(
-    tables: Sequence[Any], n_envs: int, budget: int, reward: str, act_types: Sequence[str] | None
+    tables: Sequence[Any], *, n_envs: int, budget: int, reward: str, act_types: Sequence[str] | None
 ) -> Any:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -163,10 +163,12 @@ def ablation_index(interventions: Sequence[str]) -> int:
     return list(interventions).index("ablation") if "ablation" in interventions else 0
 
 
-def evaluate(env: Any, agent: Any, prompt_indices: Sequence[int] | None = None, seed: int = 0) -> np.ndarray:
+def evaluate(
+    env: Any, agent: Agent, prompt_indices: Sequence[int] | None = None, *, seed: int = 0
+) -> np.ndarray:
     """Per-prompt discovery efficiency of `agent` on `env` (every prompt by default)."""
     idx = range(env.unwrapped.backend.n_prompts) if prompt_indices is None else prompt_indices
-    return np.array([episode_efficiency(env, agent, i, seed) for i in idx])
+    return np.array([episode_efficiency(env, agent, i, seed=seed) for i in idx])
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -298,7 +300,7 @@ def train_policy(
             f"act_types {act_types} must be a non-empty subset of the tables' types {key['interventions']}"
         )
     mean, std, n_static = column_stats(tables)
-    env = make_vec_env(tables, n_envs, budget, reward, act_types)
+    env = make_vec_env(tables, n_envs=n_envs, budget=budget, reward=reward, act_types=act_types)
     eval_env = make_env(tables, budget)
     n_prompts = eval_env.backend.n_prompts
     sample = np.random.default_rng(seed).permutation(n_prompts)[: min(eval_prompts, n_prompts)].tolist()
