@@ -62,11 +62,13 @@ def _fi_logits(model, tokens, feats, values, intervene, freeze):
 # ---------------------------------------------------------------------------------------------- engine
 @pytest.fixture(scope="module")
 def model64(toy_model):
-    """toy-4l in float64: the engine and feature_intervention then agree exactly, so the test checks semantics
-    (in float32 they differ by up to ~2e-5 because the model's own kernels round differently per batch size)."""
-    import copy
+    """toy-4l in float64: the engine and feature_intervention then agree to ~1e-14, so the test checks semantics
+    (in float32 they differ by up to ~2e-5 because the model's own kernels round differently per batch size).
+    A fresh load, not a deep copy: a copy's permanent hooks still point at the original's hook points, and every
+    intervention on it silently does nothing."""
+    from acd_env.models import load_model
 
-    model = copy.deepcopy(toy_model).to(torch.float64)
+    model = load_model("toy-4l", cache=False).to(torch.float64)
     model.cfg.dtype = torch.float64
     return model
 
@@ -85,9 +87,12 @@ def test_set_rows_equal_feature_intervention(model64, table, freeze):
         intervene = np.concatenate([~members, members])  # keep(C) rows, then ablate(C) rows
         for values in (np.zeros(n), patch.astype(np.float64)):
             logits = run_sets(model64, tokens, feats, values, intervene, freeze_attention=freeze)
+            with torch.no_grad():
+                clean = model64(tokens.unsqueeze(0))[0, -1]
             for b in range(len(intervene)):
                 ref = _fi_logits(model64, tokens, feats, values, intervene[b], freeze)
                 assert float((logits[b] - ref).abs().max()) <= 1e-5
+                assert float((ref - clean).abs().max()) > 1e-3  # the row really intervenes
 
 
 def test_set_rows_float32_within_rounding(toy_model, table):
