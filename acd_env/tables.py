@@ -158,7 +158,7 @@ def load_table(
     if not isinstance(meta, dict):
         raise TableError(f"circuit table {str(path)!r} has unreadable metadata; rebuild it")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION and version != 2:  # TEMP during the shipped tables' upgrade
+    if version != FORMAT_VERSION:
         raise TableError(
             f"circuit table {str(path)!r} has format version {version!r}, this version reads {FORMAT_VERSION}; "
             "rebuild it with `acd tables build`"

@@ -80,7 +80,10 @@ def test_replay_equals_live(model, table):
             assert act_a == act_b and f_a == f_b
             assert r_a == pytest.approx(r_b, abs=1e-6, rel=1e-4)
             np.testing.assert_array_equal(obs_a["outcome"], obs_b["outcome"])
-            np.testing.assert_allclose(obs_a["candidates"], obs_b["candidates"], atol=1e-5)
+            # measured columns: the table's batched engine and live feature_intervention agree to float32
+            # rounding (≤ 1e-5 in logits), which measured_log_kl = log10(KL + 1e-6) amplifies for a KL of
+            # ~1e-5 nats (up to ~1e-4 here, i.e. 0.03 % of that KL)
+            np.testing.assert_allclose(obs_a["candidates"], obs_b["candidates"], atol=1e-3)
 
 
 @pytest.mark.parametrize("backend", ["live", "replay"])
