@@ -14,7 +14,7 @@
 
 The circuit track (`CircuitSearch-v0`) has its own agents (`agents.circuit`): pass `track="circuit"` to
 `available_agents`, `agent_class` and `make_agent` (`random`, `influence`, `atp`, `atp-joint`, `ig`, `acdc`,
-`atp-search`, `reference`).
+`atp-search`, `ranker`, `ucb`, `reference`).
 
 Agent modules are imported lazily, on first use, so that e.g. `make_agent("greedy")` never imports JAX.
 """
@@ -48,6 +48,8 @@ CIRCUIT_REGISTRY: dict[str, str] = {
     "ig": "agents.circuit.rankings:IGRanking",
     "acdc": "agents.circuit.acdc:ACDCAgent",
     "atp-search": "agents.circuit.atp_search:AtPSearchAgent",
+    "ranker": "agents.circuit.ranker:CircuitRankerAgent",
+    "ucb": "agents.circuit.ucb:CircuitUCBAgent",
     "aif": "agents.circuit.aif:CircuitAIFAgent",
     "aif-argmax": "agents.circuit.aif:CircuitAIFArgmaxAgent",
     "reference": "agents.circuit.reference:ReferenceAgent",

@@ -9,6 +9,8 @@
 | `ig` | descending integrated gradients from keep(∅) to the clean run (the EAP-IG analogue) | 0 |
 | `acdc` | ACDC's pruning rule: candidates in reverse layer order, each ablated and left ablated when the change stays under a threshold | B |
 | `atp-search` | greedy forward selection with keep-only queries over the top 6 candidates by AtP | B |
+| `ranker` | gradient-boosted trees fitted on the train tables' reference circuits (`fit(tables)`): descriptors, IG and atp-joint → 1 / (1 + reference position); ranks by prediction | 0 |
+| `ucb` | greedy forward selection with keep queries, each round's tests chosen by a marginal-gain LinUCB (shared linear model of the normalised gain f(W ∪ c) − f(W), exploration bonus), free steps back | B |
 | `reference` | privileged: the stored beam-search reference (the ceiling row) | 0 |
 
 Agents follow the same protocol as the feature track's (`agents.base`), plus `circuit_ranking()`. Zero-query
