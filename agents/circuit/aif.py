@@ -45,11 +45,13 @@ Inference, planning, learning (pymdp 1.0's own functions, jitted once per shape)
 - `fit(tables)`: counts from the train tables' stored references: membership labels from the reference
   ranking (positions < 5 core, < 13 minor, else out) against the prior bins (capped at ``fit_strength`` per
   bin), and keep Δs along the reference's own path (its f curve) for core and minor members.
-- `circuit_ranking()`: ``rank="entry"`` (default): W's accepted members in the order they entered (the prefix
-  curve the agent measured), then every other candidate by posterior expected membership E[L] (ties: the prior
-  score); ``rank="posterior"``: all by E[L].
+- `circuit_ranking()`: ``rank="posterior"`` (default): every candidate by posterior expected membership E[L]
+  (ties: the prior score); ``rank="entry"``: W's accepted members in the order they entered (the prefix curve
+  the agent measured), then the rest by E[L]. On 20 toy-4l train prompts (5 per task, zero-shot) "posterior"
+  gave 0.957 of the reference against 0.938 for "entry"; ``info_weight`` 3 or ``pref`` 0.3 (more weight on
+  information) fell to 0.79-0.81 — measured exploration did not pay there.
 
-`aif-argmax` (`AIFArgmaxAgent`) is the ablation: the same model, beliefs and learning, but each choice is the
+`aif-argmax` (`CircuitAIFArgmaxAgent`) is the ablation: the same model, beliefs and learning, but each choice is the
 plain argmax of its own score E[L] over the candidates outside W (keep queries only) — no EFE.
 
 Outputs: `diagnostics()` gives `aif/belief_entropy` (mean entropy of the real candidates' membership beliefs)
@@ -267,7 +269,7 @@ class CircuitAIFAgent(CircuitAgent):
         pref: nats of preference of the best keep Δ bin (C).
         info_weight, novelty_weight: weights of the state info gain and of the pA info gain (× budget left).
         accept: a keep-tested candidate stays in W when P(L >= 1) exceeds this and its Δ is positive.
-        rank: "entry" or "posterior" (see the module docstring).
+        rank: "posterior" or "entry" (see the module docstring).
         prior_concentration, delta_concentration: pseudo-counts of the Dirichlet priors (per bin / column).
         fit_strength: at most this many counts per prior bin (and per Δ column) added by `fit`.
         learning_rate: the Dirichlet learning rate.
@@ -286,7 +288,7 @@ class CircuitAIFAgent(CircuitAgent):
         info_weight: float = 1.0,
         novelty_weight: float = 0.1,
         accept: float = 0.5,
-        rank: str = "entry",
+        rank: str = "posterior",
         prior_concentration: float = 20.0,
         delta_concentration: float = 8.0,
         fit_strength: float = 200.0,
