@@ -126,7 +126,8 @@ def test_ranker_class_attributes():
 
 # -- ranker ------------------------------------------------------------------------------------------
 def test_ranker_recovers_an_obvious_ranking():
-    agent = CircuitRankerAgent(seed=0, max_iter=60).fit(synthetic_table())
+    agent = CircuitRankerAgent(seed=0, max_iter=100, learning_rate=0.1, min_samples_leaf=10)
+    agent.fit(synthetic_table(n_prompts=60))
     env = FakeCircuitEnv(seed=3)
     _, ranking = run(agent, env)
     truth = list(np.argsort(-env.cand[: env.n, 1], kind="stable"))
