@@ -26,11 +26,19 @@ def without_timing(value):
 
 
 def markdown_without_timing(text: str) -> str:
-    """leaderboard.md with the last table column (`step_ms`, the only timing column) cut from every table line."""
-    lines = text.splitlines()
-    headers = [line for line in lines if line.startswith("| agent |")]
-    assert headers and all(h.rstrip(" |").endswith("step_ms") for h in headers), headers
-    return "\n".join(line.rsplit("|", 2)[0] if line.startswith("|") else line for line in lines)
+    """leaderboard.md with the last column cut from every line of the tables whose last column is `step_ms`
+    (the only timing column; other tables, e.g. the circuit track's per-task efficiencies, are kept whole)."""
+    out, strip = [], False
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            strip = False
+        elif line.startswith("| agent |"):
+            strip = line.rstrip(" |").endswith("step_ms")
+        out.append(line.rsplit("|", 2)[0] if strip else line)
+    assert any(
+        line.startswith("| agent |") and line.rstrip(" |").endswith("step_ms") for line in text.splitlines()
+    )
+    return "\n".join(out)
 
 
 def csv_without_timing(text: str) -> list[dict]:

@@ -22,8 +22,18 @@ from helpers_timing import assert_same_leaderboards, results_without_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "acd_env" / "models" / "zoo" / "toy-4l" / "tables"
-ARGS = ["bench", "--agents", "random,greedy,ucb,aif", "--prompts-per-task", "2",
-        "--protocol", "zero-shot,stream", "--no-progress"]  # fmt: skip
+ARGS = [
+    "bench",
+    "--track",
+    "features",
+    "--agents",
+    "random,greedy,ucb,aif",
+    "--prompts-per-task",
+    "2",
+    "--protocol",
+    "zero-shot,stream",
+    "--no-progress",
+]  # fmt: skip  (the circuit track: test_circuit_track)
 SEEDS = ["--seeds", "2"]
 pytestmark = pytest.mark.skipif(
     not all((SHIPPED / f"{t}-test.npz").is_file() for t in ("ioi", "agreement", "counting", "induction")),
