@@ -14,7 +14,9 @@ import numpy as np
 
 from agents.circuit.base import CircuitAgent
 
-DEFAULT_THRESHOLD = 0.05  # by 5-fold CV on toy-4l train prompts (scripts/tune_circuit_baselines.py; BENCHMARKS.md)
+DEFAULT_THRESHOLD = (
+    0.05  # by 5-fold CV on toy-4l train prompts (scripts/tune_circuit_baselines.py; BENCHMARKS.md)
+)
 
 
 class ACDCAgent(CircuitAgent):
