@@ -6,7 +6,7 @@ Columns (every score is per episode, aggregated over prompts × seeds with tasks
 |---|---|
 | `efficiency`, `efficiency_lo/hi` | discovery efficiency, mean of the per-task means, with its 95 % stratified-bootstrap CI |
 | `iqm`, `iqm_lo/hi` | interquartile mean of discovery efficiency over all episodes, with its CI |
-| `eff_<type>` | efficiency of the chosen candidates scored by that intervention type against its own oracle |
+| `eff_<type>` | the candidates the agent chose (whatever intervention it ran on them) scored by that type's effect against that type's own top-B; `eff_ablation` equals `efficiency`. The markdown shows the other types as "picks scored by <type>" |
 | `recall` | recall@B of the oracle's top-B candidates |
 | `auc` | anytime AUC of the cumulative-effect curve ÷ the oracle's |
 | `steps80` | steps to 80 % of the oracle's cumulative effect (B + 1 when never reached) |
@@ -234,7 +234,7 @@ def to_markdown(board: Sequence[Mapping], interventions: Sequence[str], config: 
         "agent",
         "efficiency [95% CI]",
         "IQM [95% CI]",
-        *(f"eff {k}" for k in interventions),
+        *(f"picks scored by {k}" for k in interventions if k != "ablation"),
         "recall@B",
         "AUC",
         "steps→80%",
@@ -264,7 +264,7 @@ def to_markdown(board: Sequence[Mapping], interventions: Sequence[str], config: 
                 notes.append(f"- `{r['agent']}`: {r['status']}")
                 continue
             cells = [f"`{r['agent']}`", _ci(r, "efficiency"), _ci(r, "iqm")]
-            cells += [_fmt(r[f"eff_{k}"], 3) for k in interventions]
+            cells += [_fmt(r[f"eff_{k}"], 3) for k in interventions if k != "ablation"]
             cells += [_fmt(r["recall"], 3), _fmt(r["auc"], 3), _fmt(r["steps80"], 2)]
             cells += [_fmt(r["p_gt_greedy"], 3) or "—", _fmt(r["p_gt_ranker"], 3) or "—"]
             if halves:
