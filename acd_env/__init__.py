@@ -5,9 +5,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acd_env import _offline  # noqa: F401  (sets HF offline defaults before anything imports the hub)
+
+if TYPE_CHECKING:  # the lazy exports below, for type checkers (at run time `__getattr__` imports them)
+    from acd_env.circuit_env import CircuitSearchEnv
+    from acd_env.env import CircuitDiscoveryEnv
+    from acd_env.errors import ACDError
+    from acd_env.interventions import INTERVENTION_TYPES
+    from acd_env.models import available_models, load_model
+    from acd_env.tables import load_table
+    from acd_env.tasks import Prompt, available_tasks, load_task
 
 ENV_ID = "CircuitDiscovery-v0"
 CIRCUIT_ENV_ID = "CircuitSearch-v0"
@@ -47,4 +56,17 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["CIRCUIT_ENV_ID", "ENV_ID", *_LAZY]
+__all__ = [  # `_LAZY` spelled out for type checkers (tests/test_typing.py checks they match)
+    "CIRCUIT_ENV_ID",
+    "ENV_ID",
+    "INTERVENTION_TYPES",
+    "ACDError",
+    "CircuitDiscoveryEnv",
+    "CircuitSearchEnv",
+    "Prompt",
+    "available_models",
+    "available_tasks",
+    "load_model",
+    "load_table",
+    "load_task",
+]

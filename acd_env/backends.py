@@ -120,7 +120,7 @@ class LiveBackend:
             case, clean = self._entry(i)
             n_types = len(self.settings.interventions)
             rows = [
-                Intervention(*(int(x) for x in case.features[k]), float(case.values[k, t]))
+                Intervention._make([*(int(x) for x in case.features[k]), float(case.values[k, t])])
                 for k in range(case.n_valid)
                 for t in range(n_types)
             ]

@@ -116,7 +116,7 @@ def complete_ranking(ranking: Sequence[int], fallback: Sequence[int], n_valid: i
     return out
 
 
-def prefix_masks(ranking: Sequence[int], n_valid: int, sizes: Sequence[int]) -> np.ndarray:
+def prefix_masks(ranking: Sequence[int], n_valid: int, sizes: Sequence[int] | np.ndarray) -> np.ndarray:
     """(len(sizes), n_valid) bool: row i marks the first sizes[i] candidates of the ranking (C_k)."""
     masks = np.zeros((len(sizes), n_valid), dtype=bool)
     order = np.asarray(ranking, dtype=np.int64)

@@ -117,7 +117,8 @@ class CircuitBackend:
             clean.logits, case.answer_id, case.cf_answer_id, len(case.features),
             freeze_attention=self.freeze_attention,
         )  # fmt: skip
-        return CircuitData(**{k: (float(v) if np.ndim(v) == 0 else v) for k, v in arrays.items()})
+        fields: dict[str, Any] = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in arrays.items()}
+        return CircuitData(**fields)
 
     # ------------------------------------------------------------------ queries
     def _values(self, case: Any) -> np.ndarray:
@@ -211,6 +212,7 @@ class CircuitBackend:
     def model(self) -> Any:
         """The model that answers queries the store lacks (replay: loaded on first need, hash-checked)."""
         if self._model is None:
+            assert self._table is not None  # no model: a replay backend, which has a table
             meta = self._table.meta
             name = self._model_name or meta["model"]
             try:

@@ -159,6 +159,7 @@ class CircuitMeasurer:
             grad=True,
         )
         (-kl_from_logits(self.clean_logits.detach(), logits).sum()).backward()
+        assert values.grad is not None  # set by backward(): values requires grad
         grads = values.grad.detach().double().mean(0).cpu()
         return (grads * act.double()).numpy()
 
@@ -193,7 +194,7 @@ def measure_circuit(
     k_pad: int,
     *,
     freeze_attention: bool = False,
-) -> dict[str, np.ndarray]:
+) -> dict[str, np.ndarray | np.float32]:
     """Everything the circuit tables store for one prompt (`CIRCUIT_ARRAYS`), arrays padded to k_pad.
 
     features/values/clean_act: the n real candidates' [layer, pos, feature], the value keep(∅) sets each to

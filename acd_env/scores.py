@@ -31,7 +31,7 @@ import numpy as np
 THRESHOLD_80 = 0.8
 
 
-def _gains(chosen: np.ndarray, effect: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _gains(chosen: Sequence[int] | np.ndarray, effect: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(n,) the effect each step added: its candidate's effect the first time a valid candidate is chosen."""
     chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)
     effect = np.asarray(effect, dtype=np.float64)
@@ -57,7 +57,9 @@ def _ratio(num: float, den: float) -> float:
     return 1.0 if den <= 0 else float(num / den)
 
 
-def discovery_efficiency(chosen: np.ndarray, effect: np.ndarray, valid: np.ndarray, budget: int) -> float:
+def discovery_efficiency(
+    chosen: Sequence[int] | np.ndarray, effect: np.ndarray, valid: np.ndarray, budget: int
+) -> float:
     """Σ effect of the distinct valid candidates chosen ÷ Σ of the B largest valid effects. In [0, 1].
 
     Example: effect = [4, 3, 2, 1], B = 2, chosen = [1, 2] → (3 + 2) / (4 + 3) = 5/7.

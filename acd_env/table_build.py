@@ -34,6 +34,7 @@ from acd_env.tasks import TOY_TASKS, load_task
 
 # metadata of one file (a shard or the table) rather than of the build: left out when shards are compared
 PER_FILE_META = ("build_seconds", "n_prompts", "prompt_indices")
+PromptCircuit = dict[str, np.ndarray | np.float32]  # one prompt's CIRCUIT_ARRAYS (the scalars as float32)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class MeasuredPrompt(NamedTuple):
     case: PromptCase
     measurements: dict[str, np.ndarray]  # name -> (K, n_types)
     seconds: float
-    circuit: dict[str, np.ndarray] | None = None  # CIRCUIT_ARRAYS of this prompt (no leading P axis)
+    circuit: PromptCircuit | None = None  # CIRCUIT_ARRAYS of this prompt (no leading P axis)
 
 
 class PromptMeasurer:
@@ -109,7 +110,7 @@ class PromptMeasurer:
             self.backend.forget(i)
         return MeasuredPrompt(i, case, measured, time.perf_counter() - start, circuit)
 
-    def _circuit(self, i: int) -> dict[str, np.ndarray]:
+    def _circuit(self, i: int) -> PromptCircuit:
         from acd_env.circuit_reference import measure_circuit
 
         case, clean = self.backend._entry(i)
@@ -145,7 +146,7 @@ class ShardStore:
         digest = hashlib.sha256(json.dumps(list(prompt_ids)).encode()).hexdigest()[:16]
         self.meta = dict(meta, prompt_ids_digest=digest)
         self.n_prompts = len(prompt_ids)
-        self.done: dict[int, tuple[PromptCase, dict[str, np.ndarray], dict[str, np.ndarray] | None]] = {}
+        self.done: dict[int, tuple[PromptCase, dict[str, np.ndarray], PromptCircuit | None]] = {}
         self._next = 0
         if self.dir.is_dir():
             self._read()
@@ -208,7 +209,7 @@ class ShardStore:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _stack_circuit(items: Sequence[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray] | None:
+def _stack_circuit(items: Sequence[PromptCircuit | None]) -> dict[str, np.ndarray] | None:
     """Per-prompt circuit arrays stacked on a leading prompt axis (None when the build has none)."""
     if not items or any(c is None for c in items):
         return None

@@ -118,7 +118,8 @@ def save_table(table: CircuitTable, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            # numpy's stub lets **arrays bind to savez_compressed's allow_pickle: bool keyword
+            np.savez_compressed(f, **arrays)  # pyright: ignore[reportArgumentType]
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; a table is ordinary data
@@ -322,6 +323,7 @@ def merge_tables(tables: Sequence[CircuitTable]) -> CircuitTable:
     cases = [c for t in tables for c in t.cases]
     measurements = {n: np.concatenate([t.measurements[n] for t in tables]) for n in MEASUREMENT_NAMES}
     circuit = None
-    if all(t.has_circuit for t in tables):
-        circuit = {n: np.concatenate([t.circuit[n] for t in tables]) for n in tables[0].circuit}
+    circuits = [t.circuit for t in tables if t.circuit is not None]
+    if len(circuits) == len(tables):  # every table has circuit data
+        circuit = {n: np.concatenate([c[n] for c in circuits]) for n in circuits[0]}
     return CircuitTable(meta, cases, measurements, circuit)

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -51,12 +51,13 @@ def _median_time(fn: Callable[[], Any], reps: int, warmup: int = 2) -> float:
 
 def live_step_ratio(model: Any, reps: int) -> dict:
     """Median live env.step time ÷ median bare feature_intervention time for the same interventions."""
+    from acd_env.backends import LiveBackend
     from acd_env.env import CircuitDiscoveryEnv
     from acd_env.tasks import load_task
 
     env = CircuitDiscoveryEnv(model=model, prompts=load_task("ioi", split="test", n=1), budget=64)
     env.reset(seed=0)
-    case, tokens = env.case, env.backend._entry(0)[1].tokens
+    case, tokens = env.case, cast(LiveBackend, env.backend)._entry(0)[1].tokens  # a model given: live
     step_times, bare_times = [], []
     for k in range(min(reps, case.n_valid)):
         layer, pos, feat = (int(x) for x in case.features[k])
@@ -82,7 +83,7 @@ def batched_sweep(model: Any, reps: int) -> dict:
 
     backend = LiveBackend(model, load_task("ioi", split="test", n=1), CaseSettings())
     case, clean = backend._entry(0)
-    rows = [Intervention(*(int(x) for x in case.features[k]), float(case.values[k, t]))
+    rows = [Intervention._make([*(int(x) for x in case.features[k]), float(case.values[k, t])])
             for k in range(case.n_valid) for t in range(case.values.shape[1])]  # fmt: skip
     batched_s = _median_time(lambda: run_batch(model, clean.tokens, rows, clean.activations), reps, warmup=1)
     result = run_batch(model, clean.tokens, rows, clean.activations)

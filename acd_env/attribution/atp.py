@@ -88,6 +88,7 @@ def atp_jacobian(
     with torch.enable_grad(), plain_forward(model), model.hooks(fwd_hooks=hooks):
         logits = model(tokens.unsqueeze(0).expand(v, -1))[:, -1]  # (v, d_vocab)
         logits[torch.arange(v), top].sum().backward()
+    assert theta.grad is not None  # set by backward(): theta requires grad
     return theta.grad.detach(), top, clean[top].detach()
 
 
