@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def fast_iqm(values: np.ndarray) -> float:
 
 def summarize(
     per_task: Mapping[str, np.ndarray], *, reps: int = DEFAULT_REPS, seed: int = 0, name: str = ""
-) -> dict[str, np.ndarray | float]:
+) -> dict[str, Any]:
     """Mean and IQM of a score, and mean curves, with 95 % stratified-bootstrap CIs — all in one bootstrap.
 
     per_task: task → (n_runs, D) array per episode: column 0 the score (discovery efficiency), columns 1.. any
@@ -132,7 +133,9 @@ def interval_estimates(
     return {k: out[k] for k in ("mean", "mean_lo", "mean_hi", "iqm", "iqm_lo", "iqm_hi")}
 
 
-def probability_of_improvement(x: Mapping[str, Sequence[float]], y: Mapping[str, Sequence[float]]) -> float:
+def probability_of_improvement(
+    x: Mapping[str, Sequence[float] | np.ndarray], y: Mapping[str, Sequence[float] | np.ndarray]
+) -> float:
     """P(X > Y): rliable's probability of improvement (Mann-Whitney per task, ties count half), averaged over
     the tasks both agents ran. NaN when they share no task.
 

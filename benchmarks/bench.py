@@ -341,7 +341,9 @@ def make_env_factory(cfg: BenchConfig, tasks: list[str]):
     from acd_env.env import CircuitDiscoveryEnv
 
     def make(descriptors: tuple[str, ...], track: str = "features") -> Any:
-        common = dict(n_candidates=cfg.k, budget=cfg.budget, descriptors=descriptors, split=cfg.split)
+        common: dict[str, Any] = dict(
+            n_candidates=cfg.k, budget=cfg.budget, descriptors=descriptors, split=cfg.split
+        )
         if track == "circuit":
             return _circuit_env(cfg, tasks, common)
         if cfg.backend == "replay":
@@ -519,7 +521,7 @@ def plan_bench(cfg: BenchConfig) -> BenchPlan:
     for i, p in enumerate(prompts):
         if p.task in by_task and (cfg.prompts_per_task == 0 or len(by_task[p.task]) < cfg.prompts_per_task):
             by_task[p.task].append(i)
-    interventions = list(INTERVENTION_TYPES)
+    interventions: list[str] = list(INTERVENTION_TYPES)
     if "features" in tracks:
         interventions = list(envs.get(("graph",), "features").unwrapped.settings.interventions)
     test_prompts = {"features": by_task}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ def run_circuit_episode(
     rows: list[dict] = []
     total_time = total_reward = 0.0
     queries_left = budget
-    diagnostics = getattr(agent, "diagnostics", None)
+    diagnostics: Callable[[], Mapping[str, Any] | None] | None = getattr(agent, "diagnostics", None)
     if getattr(agent, "uses_queries", True):
         for step in range(10**6):
             start = time.perf_counter()
@@ -46,7 +47,7 @@ def run_circuit_episode(
             total_reward += reward
             queries_left = int(info["queries_left"])
             invalid = bool(info.get("invalid_action", False))
-            row = dict(
+            row: dict[str, Any] = dict(
                 base, kind="step", step=step + 1, action=int(action), invalid=invalid, reward=float(reward)
             )
             row["repeat"] = bool(info.get("repeat", False))

@@ -21,10 +21,14 @@ import shutil
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from acd_env.circuit import K_GRID
+
+if TYPE_CHECKING:
+    from benchmarks.report import Section
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 TAG_HELP = {
@@ -163,11 +167,11 @@ def query_sequence_html(rows: Sequence[Mapping], agents: Sequence[str], max_agen
 
 def circuit_section(
     rows: Sequence[Mapping], board: Sequence[Mapping], *, protocols: Sequence[str], agents: Sequence[str]
-) -> list[tuple[str, object]]:
+) -> list[Section]:
     """The report's circuit-track sections: (title, plotly figure or HTML)."""
     from benchmarks.circuit_leaderboard import to_markdown
 
-    sections: list[tuple[str, object]] = []
+    sections: list[Section] = []
     table = (
         "<pre style='white-space:pre-wrap;font-size:12px'>" + html.escape(to_markdown(board, {})) + "</pre>"
     )

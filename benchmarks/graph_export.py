@@ -26,7 +26,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from acd_env.errors import ACDError, check_out_dir, output_error
 
@@ -219,13 +219,14 @@ def _measure(model_spec: str, text: str, agent_name: str, budget: int, k: int, s
     env = CircuitDiscoveryEnv(
         model=model, prompts=[text], backend="live", n_candidates=k, budget=budget, device=device
     )
-    settings = env.unwrapped.settings
+    raw = cast(CircuitDiscoveryEnv, env.unwrapped)  # Env.unwrapped is typed as the base class
+    settings = raw.settings
     fitted_on = _fit_if_needed(agent, model_spec, list(settings.descriptor_names))
     if getattr(agent, "privileged", False):
-        agent.attach_oracle(env.unwrapped.oracle_effects)
+        agent.attach_oracle(raw.oracle_effects)
     rows = run_episode(env, agent, 0, seed, {"agent": agent_name, "protocol": "graph", "fold": "-"}, budget)
-    case = env.unwrapped.case
-    effects = env.unwrapped.oracle_effects()
+    case = raw.case
+    effects = raw.oracle_effects()
     types = list(settings.interventions)
     picked = {int(r["candidate"]): r for r in rows if r.get("kind") == "step" and not r["invalid"]}
 

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -131,7 +131,7 @@ def ranked(agents: Sequence[str], score: Mapping[str, float]) -> list[str]:
     def key(a: str) -> tuple:
         v = score.get(a)
         bad = v is None or not np.isfinite(v)
-        return (bad, -(v if not bad else 0.0), a)
+        return (bad, -(v if v is not None and not bad else 0.0), a)
 
     return sorted(agents, key=key)
 
@@ -235,7 +235,7 @@ def curve_figures(board: Sequence[Mapping], protocols: Sequence[str], agents: Se
             r = rows[(protocol, agent)]
             x = range(1, len(r["curve"]) + 1)
             color, dash = agent_color(agent, agents), agent in DASHED
-            common = dict(rank=rank, dash=dash)
+            common: dict[str, Any] = dict(rank=rank, dash=dash)
             _band(fig, x, r["curve"], r["curve_lo"], r["curve_hi"], agent, color, row=1, col=1, **common)
             _band(
                 fig,
@@ -298,7 +298,8 @@ def diagnostics_figure(
             _band(
                 fig, x, mean, lo, hi, name, agent_color(agent, agents), row=1, col=j, show=j == 1, rank=rank
             )
-            fig.data[-1].line.dash = styles[protocols.index(protocol) % len(styles)]
+            # plotly types fig.data as base traces, which have no `line`; a Scatter trace has
+            fig.data[-1].line.dash = styles[protocols.index(protocol) % len(styles)]  # pyright: ignore[reportAttributeAccessIssue]
         fig.update_yaxes(title_text=tag_words(tag)[1], row=1, col=j)
     fig.update_xaxes(title_text="step (intervention number)")
     fig.update_layout(
@@ -323,7 +324,8 @@ def importance_figure(rows: Sequence[Mapping], protocols: Sequence[str]):
     truth = np.asarray(e["true_effect"], dtype=np.float64)
     ranked_ = [k for k in e["importance_order"] if 0 <= k < len(truth)]
     rank = np.array([ranked_.index(k) + 1 if k in ranked_ else len(ranked_) + 1 for k in range(len(truth))])
-    rho = spearmanr(-rank, truth).statistic if len(truth) > 1 else float("nan")
+    # scipy makes spearmanr's result class at run time (_make_tuple_bunch): pyright cannot see .statistic
+    rho = spearmanr(-rank, truth).statistic if len(truth) > 1 else float("nan")  # pyright: ignore[reportAttributeAccessIssue]
     picked = {
         int(s["candidate"]): int(s["step"])
         for s in rows
@@ -348,7 +350,7 @@ def importance_figure(rows: Sequence[Mapping], protocols: Sequence[str]):
                 mode="markers",
                 name=label,
                 marker={"size": 8, "symbol": symbol},
-                text=[f"candidate {k}" + (f", step {picked[k]}" if k in picked else "") for k in ks],
+                text=[f"candidate {k}" + (f", step {picked[int(k)]}" if k in picked else "") for k in ks],
             )
         )
     fig.update_yaxes(type="log", title_text="true ablation KL (nats, log scale)")
@@ -387,7 +389,8 @@ def learning_curve_figure(rows: Sequence[Mapping], protocols: Sequence[str], age
         name = f"{agent} ({protocol})" if len(stream) > 1 else agent
         _band(fig, x, mean, lo, hi, name, agent_color(agent, agents), rank=rank, dash=agent in DASHED)
         if agent not in DASHED:
-            fig.data[-1].line.dash = styles[stream.index(protocol) % len(styles)]
+            # plotly types fig.data as base traces, which have no `line`; a Scatter trace has
+            fig.data[-1].line.dash = styles[stream.index(protocol) % len(styles)]  # pyright: ignore[reportAttributeAccessIssue]
     fig.update_xaxes(
         title_text="prompt number in the stream (the agent keeps its memory from one to the next)"
     )
@@ -693,6 +696,15 @@ table.config td{padding:2px 0;overflow-wrap:anywhere}
 """
 
 
+class HtmlFigure(Protocol):
+    """What a report section needs of a plotly figure."""
+
+    def to_html(self, *args: Any, **kwargs: Any) -> str | None: ...
+
+
+Section = tuple[str, "str | HtmlFigure"]  # (title, HTML or a plotly figure)
+
+
 def write_report(
     out: str | Path,
     rows: Sequence[Mapping],
@@ -702,7 +714,7 @@ def write_report(
     agents: Sequence[str],
     interventions: Sequence[str],
     config: Mapping,
-    extra_sections: Sequence[tuple[str, object]] = (),
+    extra_sections: Sequence[Section] = (),
 ) -> dict:
     """Write report.html (and curves.png when possible) into `out`; returns {"html": path, "png": path | None}.
 
@@ -710,7 +722,7 @@ def write_report(
     (`provenance`). `extra_sections`: more (title, plotly figure or HTML) sections, appended (the circuit
     track's)."""
     out = Path(out)
-    sections: list[tuple[str, object | str]] = []
+    sections: list[Section] = []
     sections.append(("Leaderboard", table_html(board, interventions)))
     sections.append(("Agents, metrics and protocols", glossary_html(agents, protocols)))
     figures = curve_figures(board, protocols, agents) if board else {}  # no feature track: no curves

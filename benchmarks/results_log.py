@@ -92,7 +92,7 @@ class ResultsLog:
         self.episodes: dict[tuple, dict] = {}
         self.fits: set[tuple] = set()
         self.na: set[tuple] = set()
-        self.logs: set[str] = set()
+        self.logs: set[tuple[str, str]] = set()  # (track, agent)
         self.truncated_bytes = 0
         self._recover()
 

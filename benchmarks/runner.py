@@ -20,7 +20,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -96,11 +96,13 @@ def run_episode(env: Any, agent: Any, prompt_index: int, seed: int, base: dict, 
     """Run one episode (acd_env.scores.play_episode); return its step rows followed by its `episode` row."""
     prompt = env.unwrapped.prompts[prompt_index]
     steps: list[dict] = []
-    diagnostics = getattr(agent, "diagnostics", None)
+    diagnostics: Callable[[], Mapping[str, Any] | None] | None = getattr(agent, "diagnostics", None)
 
     def on_step(step: int, action: Any, reward: float, info: dict, elapsed: float) -> None:
         invalid = bool(info.get("invalid_action", False))
-        row = dict(kind="step", step=step + 1, action=int(action), invalid=invalid, reward=float(reward))
+        row: dict[str, Any] = dict(
+            kind="step", step=step + 1, action=int(action), invalid=invalid, reward=float(reward)
+        )
         if not invalid:
             row.update({k: info[k] for k in STEP_INFO})
         row["wall_time_s"] = elapsed
@@ -186,7 +188,7 @@ class AgentFactory:
 
     def __init__(self, share_fit: bool = True) -> None:
         self.share_fit = share_fit
-        self._fitted: dict[tuple[str, str, str], Any] = {}
+        self._fitted: dict[tuple[str, str, str, str], Any] = {}  # (track, agent, protocol, fold)
 
     def __call__(self, seq: EpisodeSequence, env: Any) -> tuple[Any, list[dict]]:
         """(agent, `fit` rows to log)."""
@@ -279,7 +281,7 @@ def sequence_events(
     fit_rows: list[dict] = []
     try:
         reason = applicability(spec.cls if spec.cls is not None else spec.build(seed), protocol)
-        agent = None
+        agent: Any = None  # built (and fitted) when the agent applies
         if not reason:
             agent, fit_rows = agents(seq, env)
     except ACDError as e:  # the agent cannot be built or fitted here (e.g. no shipped policy for this K)
@@ -339,7 +341,7 @@ def sequence_events(
 
 def _training_log_row(agent: Any, spec: AgentSpec) -> dict | None:
     """An agent's own training log (e.g. PPO losses): `training_log()` → [{"step": s, tag: v}]."""
-    getter = getattr(agent, "training_log", None)
+    getter: Callable[[], Iterable[Any] | None] | None = getattr(agent, "training_log", None)
     if not callable(getter):
         return None
     records = []

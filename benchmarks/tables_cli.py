@@ -72,7 +72,9 @@ def build(args: argparse.Namespace) -> int:
     check_out_file(out, "--out", suffix=".npz")  # before any model is loaded
     check_available(opts)
     start = time.perf_counter()
-    common = dict(progress=not args.no_progress, restart=args.restart, shard_size=args.shard_size)
+    common: dict[str, Any] = dict(
+        progress=not args.no_progress, restart=args.restart, shard_size=args.shard_size
+    )
     try:
         if opts.is_ray:
             from benchmarks.ray_tables import build_table_on_ray
@@ -92,7 +94,7 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quote(text: str) -> str:
+def _quote(text: str | Path) -> str:
     return shlex.quote(str(text))
 
 

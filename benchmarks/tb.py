@@ -73,7 +73,8 @@ class _Writer:
         if tag in self.described:
             self.writer.add_scalar(tag, value, step)
             return
-        from tensorboard.compat.proto.summary_pb2 import Summary
+        # protobuf-generated module: Summary is made at import time, so pyright cannot see it
+        from tensorboard.compat.proto.summary_pb2 import Summary  # pyright: ignore[reportAttributeAccessIssue]
         from tensorboard.plugins.scalar.metadata import create_summary_metadata
 
         self.described.add(tag)
