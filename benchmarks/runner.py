@@ -237,6 +237,12 @@ class AgentFactory:
         }
 
 
+def prompt_env(envs: EnvSet, spec: AgentSpec) -> Any:
+    """An env of the agent's track that lists the test prompts (the graph-descriptor one: it exists whatever
+    descriptor columns the tables hold, and every env of a track lists the same prompts)."""
+    return envs.get(("graph",), spec.track)
+
+
 def env_for(envs: EnvSet, spec: AgentSpec) -> Any:
     return envs.get(("graph", "atp") if spec.needs_atp else ("graph",), spec.track)
 
@@ -267,8 +273,7 @@ def sequence_events(
     if known.not_applicable:
         yield Event([], n, "na")
         return
-    env = env_for(envs, spec)
-    prompts = env.unwrapped.prompts
+    prompts = prompt_env(envs, spec).unwrapped.prompts
     keys = [sequence_key(seq, prompts[i].id) for i in seq.order]
     pending = [k not in known.episodes for k in keys]
     if not any(pending):
@@ -277,6 +282,7 @@ def sequence_events(
     if spec.needs_atp and not envs.has_atp:
         yield na("needs the attribution-patching columns (tables built with --descriptors graph,atp)")
         return
+    env = env_for(envs, spec)
     started = any(k in known.episodes for k in keys)
     fit_rows: list[dict] = []
     try:
@@ -371,7 +377,7 @@ class Runner:
         self.share_fit = share_fit
 
     def known(self, seq: EpisodeSequence) -> Known:
-        return Known.of(self.log, seq, [p.id for p in env_for(self.envs, seq.agent).unwrapped.prompts])
+        return Known.of(self.log, seq, [p.id for p in prompt_env(self.envs, seq.agent).unwrapped.prompts])
 
     def record(self, event: Event, bar: Any, counts: dict) -> None:
         """Append an event's rows (a `fit`, `na` or `log` row already in the file is not written twice)."""
