@@ -139,7 +139,12 @@ def query_sequence_html(rows: Sequence[Mapping], agents: Sequence[str], max_agen
     for r in rows:
         if r.get("kind") == "step" and r.get("track") == "circuit":
             steps[(r["agent"], r["protocol"], int(r["seed"]), r["prompt_id"])].append(r)
-    spenders = [a for a in agents if any(k[0] == a for k in steps)][:max_agents]
+    priority = (
+        "aif",
+        "acdc",
+    )  # the experiment designer beside the pruning rule, then the other query spenders
+    ordered = [a for a in priority if a in agents] + [a for a in agents if a not in priority]
+    spenders = [a for a in ordered if any(k[0] == a for k in steps)][:max_agents]
     if not spenders:
         return ""
     first = min(k for k in steps if k[0] == spenders[0])
