@@ -1,7 +1,7 @@
 """One circuit-track episode: the agent queries sets within its budget, then declares its circuit, which the
 harness evaluates (`CircuitSearchEnv.score_circuit`) against the stored reference.
 
-Rows: a `step` row per env step (query kind, toggle, the candidate, the measured score) and one `episode` row
+Rows: a `step` row per env step (`query` kind, toggle, the candidate, the measured score) and one `episode` row
 with `metrics` (benchmarks.circuit_metrics), the declared `ranking` (first K_MAX members), `queries` used,
 `kl_empty`, `step_ms` and `wall_time_s`. Both carry `track: "circuit"`.
 """
@@ -19,7 +19,7 @@ from acd_env.circuit import K_MAX, check_ranking, complete_ranking
 from benchmarks.circuit_metrics import circuit_metrics
 from benchmarks.protocols import derive_seed
 
-STEP_INFO = ("candidate", "kind", "toggle", "circuit_size", "score", "logit_f", "kl")
+STEP_INFO = ("candidate", "toggle", "circuit_size", "score", "logit_f", "kl")  # + `query`: info["kind"]
 
 
 def run_circuit_episode(
@@ -52,7 +52,7 @@ def run_circuit_episode(
             )
             row["repeat"] = bool(info.get("repeat", False))
             if not invalid:
-                row.update({k: info[k] for k in STEP_INFO})
+                row.update({k: info[k] for k in STEP_INFO}, query=info["kind"])  # `kind` names the row
             row["wall_time_s"] = elapsed
             if callable(diagnostics):
                 diag = {str(k): float(v) for k, v in (diagnostics() or {}).items() if _is_scalar(v)}

@@ -163,7 +163,7 @@ def query_sequence_html(rows: Sequence[Mapping], agents: Sequence[str], max_agen
             sign = "+" if s["toggle"] == "in" else "−"
             free = " <i>(repeat, free)</i>" if s.get("repeat") else ""
             items.append(
-                f"<li>{sign}{s['candidate']} · {s['kind']} · |W| = {s['circuit_size']} → {s['score']:.3f}{free}</li>"
+                f"<li>{sign}{s['candidate']} · {s['query']} · |W| = {s['circuit_size']} → {s['score']:.3f}{free}</li>"
             )
         parts.append(f"<div><h3>{html.escape(agent)}</h3><ol>{''.join(items)}</ol></div>")
     parts.append("</div>")

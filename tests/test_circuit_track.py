@@ -468,7 +468,12 @@ def test_bench_circuit_track_deterministic_and_resumable(tmp_path):
     md = (tmp_path / "a" / "leaderboard.md").read_text()
     assert "# Circuit track" in md and "## circuit · stream" in md
     assert (tmp_path / "a" / "tb" / "circuit").is_dir()
-    assert "faithfulness f(C_k) against circuit size" in (tmp_path / "a" / "report.html").read_text()
+    report = (tmp_path / "a" / "report.html").read_text()
+    assert "faithfulness f(C_k) against circuit size" in report and "one prompt's query sequence" in report
+    steps = [json.loads(line) for line in results if '"kind":"step"' in line]
+    assert steps and all(
+        s["track"] == "circuit" and s["query"] in ("keep", "ablate") for s in steps if not s["invalid"]
+    )
 
 
 def test_bench_bad_track_is_one_line(tmp_path):
