@@ -469,7 +469,7 @@ def test_bench_circuit_track_deterministic_and_resumable(tmp_path):
     assert "# Circuit track" in md and "## circuit · stream" in md
     assert (tmp_path / "a" / "tb" / "circuit").is_dir()
     report = (tmp_path / "a" / "report.html").read_text()
-    assert "faithfulness f(C_k) against circuit size" in report and "one prompt's query sequence" in report
+    assert "faithfulness f(C_k) against circuit size" in report and "query sequence" in report
     steps = [json.loads(line) for line in results if '"kind":"step"' in line]
     assert steps and all(
         s["track"] == "circuit" and s["query"] in ("keep", "ablate") for s in steps if not s["invalid"]
