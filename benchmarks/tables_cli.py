@@ -79,11 +79,13 @@ def build(args: argparse.Namespace) -> int:
         if opts.is_ray:
             from benchmarks.ray_tables import build_table_on_ray
 
-            job = TableJob(args.model, args.task, args.split, settings, args.n)
+            job = TableJob(args.model, args.task, args.split, settings, args.n, circuit=args.circuit)
             path = build_table_on_ray(job, out, opts, device=args.device, **common)
         else:
             model = load_model_arg(args.model, args.device)
-            path = build_table_file(model, args.task, args.split, out, settings, n=args.n, **common)
+            path = build_table_file(
+                model, args.task, args.split, out, settings, n=args.n, circuit=args.circuit, **common
+            )
     except OSError as e:  # e.g. --out under /proc or /sys, a full disk: one line, not a traceback
         error = output_error(e, out, "--out")
         if error is None:
@@ -165,6 +167,13 @@ def add_parser(subparsers: Any) -> None:
     )
     b.add_argument("--steering-scale", type=float, default=4.0, help="steering factor (default: 4.0)")
     b.add_argument("--freeze-attention", action="store_true", help="measure with attention patterns frozen")
+    b.add_argument(
+        "--no-circuit",
+        dest="circuit",
+        action="store_false",
+        help="skip the circuit track's data (reference search, atp-joint, IG): a feature-track table, built "
+        "faster (the reference search runs ~4,000 set rows per prompt)",
+    )
     b.add_argument("--device", help="torch device")
     b.add_argument("--restart", action="store_true", help="discard the shards of an interrupted build")
     b.add_argument("--shard-size", type=int, default=16, help="prompts per shard (default: 16)")

@@ -491,3 +491,21 @@ def test_bench_bad_track_is_one_line(tmp_path):
         and "features" in lines[0]
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_tables_without_circuit_data(tmp_path, capsys):
+    """`acd tables build --no-circuit` writes a feature-track table; acd bench then runs the feature track only,
+    and asking for the circuit track on it is one clear error."""
+    from benchmarks.cli import main
+
+    out = tmp_path / "tables" / "counting-test.npz"
+    argv = ["tables", "build", "--task", TASK, "--n", "2", "--k", "8", "--no-circuit", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert not load_table(out).has_circuit
+    bench = ["bench", "--tables", str(out.parent), "--tasks", TASK, "--k", "8", "--agents", "random",
+             "--seeds", "1", "--protocol", "zero-shot", "--reps", "50", "--no-progress"]  # fmt: skip
+    assert main([*bench, "--out", str(tmp_path / "run")]) == 0
+    assert not (tmp_path / "run" / "circuit_leaderboard.json").exists()
+    assert main([*bench, "--track", "circuit", "--out", str(tmp_path / "run2")]) == 2
+    assert "has no circuit data" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()  # nothing written
