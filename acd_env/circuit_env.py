@@ -14,15 +14,15 @@ from gymnasium import spaces
 from acd_env.case import CaseSettings, PromptCase
 from acd_env.circuit import QUERY_KINDS, faithfulness, logit_faithfulness, necessity
 from acd_env.circuit_backend import CircuitBackend, CircuitData, CircuitScore
-from acd_env.env import BACKENDS, OBS_BOUND, Action, Info, Obs, make_backend
+from acd_env.env import BACKENDS, Action, Info, Obs, make_backend
 from acd_env.errors import ACDError, check_positive_int, unknown
 from acd_env.interventions import INTERVENTION_TYPES
+from acd_env.observation import CIRCUIT_DESCRIPTORS, CIRCUIT_DYNAMIC_COLUMNS, OBS_BOUND
 from acd_env.tasks import Prompt
 from acd_env.tasks.grammar import SPLITS
 
 SCORE_EDGES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.97, 1.03)  # bins of f, necessity and logit faithfulness
-CIRCUIT_DESCRIPTORS = ("ig", "atp_joint_rank")  # zero-query scores added with descriptors=("graph", "atp")
-DYNAMIC_COLUMNS = ("in_circuit", "toggles", "keep_delta", "ablate_delta")
+DYNAMIC_COLUMNS = CIRCUIT_DYNAMIC_COLUMNS  # the schema's owner is acd_env.observation
 NONE_YET = 0
 MAX_STEPS_PER_QUERY = 4  # free (repeated) queries are bounded: an episode takes at most this × budget steps
 

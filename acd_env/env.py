@@ -16,19 +16,13 @@ from acd_env.case import CaseSettings, PromptCase
 from acd_env.discretise import BIN_EDGES, NONE_YET, OUTCOME_DIMS, level, n_levels
 from acd_env.errors import ACDError, check_positive_int, unknown
 from acd_env.interventions import INTERVENTION_TYPES
+from acd_env.observation import FEATURE_DYNAMIC_COLUMNS, OBS_BOUND, measured_log_kl
 from acd_env.tasks import TOY_TASKS, Prompt, load_task, prompts_from
 from acd_env.tasks.grammar import SPLITS
 
 REWARDS = ("kl", "logit_diff")
 BACKENDS = ("live", "replay")
-OBS_BOUND = 1e4  # descriptors are clipped to ±OBS_BOUND (they are log-scaled or small; this is a safety net)
-DYNAMIC_COLUMNS = (
-    "visited",
-    "measured_type",
-    "measured_log_kl",
-    "measured_downstream",
-    "measured_log_affected",
-)
+DYNAMIC_COLUMNS = FEATURE_DYNAMIC_COLUMNS  # the schema's owner is acd_env.observation
 
 # The types of both tracks' envs (this one and `acd_env.circuit_env.CircuitSearchEnv`).
 Obs: TypeAlias = dict[str, np.ndarray]  # a sample of the env's `spaces.Dict` observation space
@@ -250,7 +244,7 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
             s = self._n_static
             row[s] = 1.0
             row[s + 1] = (t + 1) / self.n_types
-            row[s + 2] = math.log10(m.kl + 1e-6) + 6.0
+            row[s + 2] = measured_log_kl(m.kl)
             row[s + 3] = m.downstream
             row[s + 4] = math.log1p(m.n_affected)
             self._outcome[0] = level("kl", m.kl)

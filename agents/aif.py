@@ -471,11 +471,11 @@ def decision_benchmark(k: int, *, n_types: int = 3, reps: int = 200, seed: int =
     import time
 
     from acd_env.attribution.descriptors import GRAPH_DESCRIPTORS
+    from acd_env.observation import FEATURE_DYNAMIC_COLUMNS
 
     types = ("ablation", "patching", "steering")[:n_types]
     rng = np.random.default_rng(seed)
-    names = (*GRAPH_DESCRIPTORS, "visited", "measured_type", "measured_log_kl", "measured_downstream",
-             "measured_log_affected")  # fmt: skip
+    names = (*GRAPH_DESCRIPTORS, *FEATURE_DYNAMIC_COLUMNS)
     candidates = np.zeros((k, len(names)), np.float32)
     candidates[:, : len(GRAPH_DESCRIPTORS)] = rng.normal(size=(k, len(GRAPH_DESCRIPTORS)))
     candidates[:, names.index("layer_frac")] = rng.integers(0, 4, k) / 3

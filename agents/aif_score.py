@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-LOG_FLOOR = 1e-6  # log10(KL + 1e-6), as the env's measured_log_kl column
+from acd_env.observation import FEATURE_DYNAMIC_COLUMNS, LOG_KL_FLOOR
+
+LOG_FLOOR = LOG_KL_FLOOR  # log10(KL + 1e-6), as the env's measured_log_kl column
 PRIOR_COLUMNS = ("influence", "log10_magnitude", "lin_kl_ablation", "atp_kl_ablation")
-# the env's dynamic columns (acd_env.env.DYNAMIC_COLUMNS; not imported, so that this module never imports torch)
-EXCLUDED = ("visited", "measured_type", "measured_log_kl", "measured_downstream", "measured_log_affected")
+EXCLUDED = FEATURE_DYNAMIC_COLUMNS  # the env's dynamic columns
 
 
 def log_effect(kl: np.ndarray | float) -> np.ndarray:

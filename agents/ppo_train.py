@@ -60,7 +60,7 @@ def column_stats(tables: Sequence[Any]) -> tuple[list[float], list[float], int]:
     """Per-column (mean, std) of the env's candidate matrix, from the train tables only, and the number of
     static columns. Static columns: over every real candidate. Dynamic columns (`visited`, `measured_*`):
     over every (candidate, type) as the env would fill them in once measured."""
-    from acd_env.env import DYNAMIC_COLUMNS
+    from acd_env.observation import FEATURE_DYNAMIC_COLUMNS as DYNAMIC_COLUMNS
 
     static = np.concatenate([c.descriptors[: c.n_valid] for t in tables for c in t.cases]).astype(np.float64)
     n_types = len(tables[0].meta["interventions"])

@@ -30,9 +30,9 @@ EPS = 1e-6
 
 def static_names(descriptor_names: Sequence[str]) -> tuple[str, ...]:
     """The columns an agent may know before intervening (everything but the env's dynamic columns)."""
-    from acd_env.env import DYNAMIC_COLUMNS  # lazily: importing an agent module should not import torch
+    from acd_env.observation import static_columns
 
-    return tuple(n for n in descriptor_names if n not in DYNAMIC_COLUMNS)
+    return static_columns(descriptor_names)
 
 
 class RankerAgent(BaseAgent):

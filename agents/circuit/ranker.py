@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from acd_env.errors import ACDError
+from acd_env.observation import CIRCUIT_DESCRIPTORS, CIRCUIT_DYNAMIC_COLUMNS, OBS_BOUND
 from agents.base import load_tables
 from agents.circuit.base import CircuitAgent
 
-CIRCUIT_COLUMNS = ("ig", "atp_joint_rank")  # acd_env.circuit_env.CIRCUIT_DESCRIPTORS (not imported: no torch)
-DYNAMIC = ("in_circuit", "toggles", "keep_delta", "ablate_delta")  # acd_env.circuit_env.DYNAMIC_COLUMNS
+CIRCUIT_COLUMNS = CIRCUIT_DESCRIPTORS
+DYNAMIC = CIRCUIT_DYNAMIC_COLUMNS
 RANK_COLUMNS = ("ig", "atp_kl_ablation", "atp_kl_patching", "lin_kl_ablation", "direct_logit")
-OBS_BOUND = 1e6  # acd_env.env.OBS_BOUND: the env clips its candidate matrix to ±this
 TARGETS = ("inv_rank", "exp5", "top5", "gain")
 DEFAULTS: dict[str, Any] = dict(  # 5-fold CV on toy-4l ioi+induction train (scripts/tune_circuit_agents.py)
     target="inv_rank", max_iter=400, learning_rate=0.03, max_leaf_nodes=15, min_samples_leaf=40
