@@ -155,14 +155,14 @@ def probability_of_improvement(
     return float(np.mean(values))
 
 
-def _ordered(episodes: Sequence[Mapping]) -> list[Mapping]:
+def ordered_episodes(episodes: Sequence[Mapping]) -> list[Mapping]:
     return sorted(episodes, key=lambda e: (e["task"], e["seed"], e["prompt_id"], e.get("fold", "")))
 
 
 def scores_by_task(episodes: Sequence[Mapping], metric: str) -> dict[str, np.ndarray]:
     """task → (n_runs,) values of `metric` over episode rows, ordered by (seed, prompt id) for determinism."""
     out: dict[str, list[float]] = {}
-    for e in _ordered(episodes):
+    for e in ordered_episodes(episodes):
         out.setdefault(e["task"], []).append(float(e["metrics"][metric]))
     return {t: np.asarray(v) for t, v in out.items()}
 
@@ -171,7 +171,7 @@ def curves_by_task(episodes: Sequence[Mapping], budget: int) -> dict[str, np.nda
     """task → (n_runs, 1 + 2B): [efficiency, cumulative curve after steps 1..B, gain of each step] per episode
     row, ordered as in `scores_by_task` (the input of `summarize`)."""
     out: dict[str, list[np.ndarray]] = {}
-    for e in _ordered(episodes):
+    for e in ordered_episodes(episodes):
         c = np.asarray(e["metrics"]["curve"], dtype=np.float64)[:budget]
         curve = np.full(budget, c[-1] if len(c) else 0.0)
         curve[: len(c)] = c

@@ -8,7 +8,6 @@ with `metrics` (benchmarks.circuit_metrics), the declared `ranking` (first K_MAX
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from acd_env.circuit import K_MAX, check_ranking, complete_ranking
 from benchmarks.circuit_metrics import circuit_metrics
 from benchmarks.protocols import derive_seed
+from benchmarks.runner import scalar_diagnostics
 
 STEP_INFO = ("candidate", "toggle", "circuit_size", "score", "logit_f", "kl")  # + `query`: info["kind"]
 
@@ -54,10 +54,9 @@ def run_circuit_episode(
             if not invalid:
                 row.update({k: info[k] for k in STEP_INFO}, query=info["kind"])  # `kind` names the row
             row["wall_time_s"] = elapsed
-            if callable(diagnostics):
-                diag = {str(k): float(v) for k, v in (diagnostics() or {}).items() if _is_scalar(v)}
-                if diag:
-                    row["diag"] = diag
+            diag = scalar_diagnostics(diagnostics)
+            if diag:
+                row["diag"] = diag
             rows.append(row)
             if terminated or truncated:
                 break
@@ -80,10 +79,3 @@ def run_circuit_episode(
     episode["wall_time_s"] = total_time
     episode["step_ms"] = 1000.0 * total_time / max(len(rows), 1)
     return [*rows, episode]
-
-
-def _is_scalar(v: Any) -> bool:
-    try:
-        return math.isfinite(float(v)) and np.ndim(v) == 0
-    except (TypeError, ValueError):
-        return False

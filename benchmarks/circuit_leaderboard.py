@@ -31,21 +31,24 @@ from pathlib import Path
 import numpy as np
 
 from acd_env.circuit import K_GRID
-from benchmarks.aggregate import DEFAULT_REPS, interval_estimates, probability_of_improvement, summarize
+from benchmarks.aggregate import (
+    DEFAULT_REPS,
+    interval_estimates,
+    ordered_episodes,
+    probability_of_improvement,
+    summarize,
+)
+from benchmarks.leaderboard import _ci, _fmt, _round
 
 BASELINE = "atp"
 SCORES = ("efficiency", "auc", "cpr", "cmd", "necessity")
 TIMING_COLUMNS = ("step_ms",)
 
 
-def _ordered(episodes: Sequence[Mapping]) -> list[Mapping]:
-    return sorted(episodes, key=lambda e: (e["task"], e["seed"], e["prompt_id"], e.get("fold", "")))
-
-
 def _per_task(episodes: Sequence[Mapping]) -> dict[str, np.ndarray]:
     """task → (n_runs, 5 + G): the SCORES then f at every grid size, per episode."""
     out: dict[str, list[list[float]]] = {}
-    for e in _ordered(episodes):
+    for e in ordered_episodes(episodes):
         m = e["metrics"]
         out.setdefault(e["task"], []).append([float(m[s]) for s in SCORES] + [float(x) for x in m["f"]])
     return {t: np.asarray(v, dtype=np.float64) for t, v in out.items()}
@@ -62,7 +65,7 @@ def paired_difference(
     with its stratified-bootstrap 95 % CI, and the share of pairs the agent wins (ties half)."""
     base = {(e["prompt_id"], e["seed"]): float(e["metrics"]["efficiency"]) for e in baseline}
     diffs: dict[str, list[float]] = {}
-    for e in _ordered(agent):
+    for e in ordered_episodes(agent):
         key = (e["prompt_id"], e["seed"])
         if key in base:
             diffs.setdefault(e["task"], []).append(float(e["metrics"]["efficiency"]) - base[key])
@@ -164,14 +167,6 @@ def columns() -> list[str]:
 JSON_ONLY = ("by_task",)
 
 
-def _fmt(value: object, digits: int = 4) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.{digits}f}"
-    return str(value)
-
-
 def to_csv(board: Sequence[Mapping]) -> str:
     cols = columns()
     buf = io.StringIO()
@@ -183,24 +178,17 @@ def to_csv(board: Sequence[Mapping]) -> str:
 
 
 def to_json(board: Sequence[Mapping], config: Mapping) -> str:
-    def rounded(v: object) -> object:
-        return (None if math.isnan(v) else round(v, 6)) if isinstance(v, float) else v
-
     doc = {
         "columns": columns(),
         "timing_columns": list(TIMING_COLUMNS),
         "config": dict(config),
         "rows": [
-            {c: rounded(row.get(c)) for c in columns() if c in row}
-            | {k: {t: rounded(v) for t, v in row[k].items()} for k in JSON_ONLY if k in row}
+            {c: _round(row.get(c)) for c in columns() if c in row}
+            | {k: {t: _round(v) for t, v in row[k].items()} for k in JSON_ONLY if k in row}
             for row in board
         ],
     }
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
-
-
-def _ci(row: Mapping, key: str) -> str:
-    return f"{row[key]:.3f} [{row[key + '_lo']:.3f}, {row[key + '_hi']:.3f}]"
 
 
 def to_markdown(board: Sequence[Mapping], config: Mapping) -> str:

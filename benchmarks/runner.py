@@ -106,10 +106,9 @@ def run_episode(env: Any, agent: Any, prompt_index: int, seed: int, base: dict, 
         if not invalid:
             row.update({k: info[k] for k in STEP_INFO})
         row["wall_time_s"] = elapsed
-        if callable(diagnostics):
-            diag = {str(k): float(v) for k, v in (diagnostics() or {}).items() if _is_scalar(v)}
-            if diag:
-                row["diag"] = diag
+        diag = scalar_diagnostics(diagnostics)
+        if diag:
+            row["diag"] = diag
         steps.append(row)
 
     env_seed = derive_seed("env", seed, prompt.id)
@@ -138,6 +137,13 @@ def run_episode(env: Any, agent: Any, prompt_index: int, seed: int, base: dict, 
     episode["wall_time_s"] = total_time
     episode["step_ms"] = 1000.0 * total_time / max(len(rows), 1)
     return [*rows, episode]
+
+
+def scalar_diagnostics(diagnostics: Callable[[], Mapping[str, Any] | None] | None) -> dict[str, float]:
+    """An agent's `diagnostics()` after a step, its finite scalars only (empty when it has none)."""
+    if not callable(diagnostics):
+        return {}
+    return {str(k): float(v) for k, v in (diagnostics() or {}).items() if _is_scalar(v)}
 
 
 def _is_scalar(v: Any) -> bool:
