@@ -14,7 +14,7 @@ from gymnasium import spaces
 from acd_env.case import CaseSettings, PromptCase
 from acd_env.circuit import QUERY_KINDS, faithfulness, logit_faithfulness, necessity
 from acd_env.circuit_backend import CircuitBackend, CircuitData, CircuitScore
-from acd_env.env import BACKENDS, Action, Info, Obs, make_backend
+from acd_env.env import BACKENDS, Action, Info, Obs, choose_prompt, find_prompt, make_backend, parse_action
 from acd_env.errors import ACDError, check_positive_int, unknown
 from acd_env.interventions import INTERVENTION_TYPES
 from acd_env.observation import CIRCUIT_DESCRIPTORS, CIRCUIT_DYNAMIC_COLUMNS, OBS_BOUND
@@ -177,17 +177,7 @@ class CircuitSearchEnv(gym.Env[Obs, Action]):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Obs, Info]:
         super().reset(seed=seed)
-        options = options or {}
-        n_prompts = self.backend.n_prompts
-        if "prompt_index" in options:
-            i = options["prompt_index"]
-            if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < n_prompts:
-                raise ACDError(f"prompt_index must be an int in [0, {n_prompts}), got {i!r}")
-            i = int(i)
-        elif "prompt" in options:
-            i = self._pin_prompt(options["prompt"])
-        else:
-            i = int(self.np_random.integers(n_prompts))
+        i = choose_prompt(options, self.backend.n_prompts, self.np_random, self._pin_prompt)
         self._i = i
         case = self.backend.case(i)
         self._case = case
@@ -230,14 +220,7 @@ class CircuitSearchEnv(gym.Env[Obs, Action]):
             raise ACDError("call reset() before step()")
         if self._left <= 0:
             raise ACDError("the episode has ended; call reset()")
-        try:
-            a = int(action)
-            if a != action:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ACDError(
-                f"action must be an integer in [0, {self.action_space.n}), got {action!r}"
-            ) from None
+        a = parse_action(action, int(self.action_space.n))
         self._steps += 1
         case, data = self._case, self._data
         info: dict[str, Any] = {"prompt_id": case.prompt.id, "invalid_action": False, "repeat": False}
@@ -344,10 +327,7 @@ class CircuitSearchEnv(gym.Env[Obs, Action]):
         return self.backend.prompts
 
     def _pin_prompt(self, spec: Any) -> int:
-        from acd_env.tasks import prompts_from
-
-        prompt = prompts_from([spec])[0] if not isinstance(spec, Prompt) else spec
-        for i, p in enumerate(self.backend.prompts):
-            if p.clean == prompt.clean:
-                return i
+        prompt, i = find_prompt(self.backend.prompts, spec)
+        if i is not None:
+            return i
         raise ACDError(f"prompt {prompt.clean!r} is not among this env's prompts")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeAlias, cast
 
@@ -181,20 +181,7 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Obs, Info]:
         super().reset(seed=seed)
-        options = options or {}
-        if "prompt_index" in options:
-            i = options["prompt_index"]
-            if (
-                isinstance(i, bool)
-                or not isinstance(i, int | np.integer)
-                or not 0 <= i < self.backend.n_prompts
-            ):
-                raise ACDError(f"prompt_index must be an int in [0, {self.backend.n_prompts}), got {i!r}")
-            i = int(i)
-        elif "prompt" in options:
-            i = self._pin_prompt(options["prompt"])
-        else:
-            i = int(self.np_random.integers(self.backend.n_prompts))
+        i = choose_prompt(options, self.backend.n_prompts, self.np_random, self._pin_prompt)
         self._prompt_index = i
         case = self.backend.case(i)
         self._case = case
@@ -221,14 +208,7 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
             raise ACDError("call reset() before step()")
         if self._left <= 0:
             raise ACDError("the episode has ended; call reset()")
-        try:
-            a = int(action)
-            if a != action:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ACDError(
-                f"action must be an integer in [0, {self.action_space.n}), got {action!r}"
-            ) from None
+        a = parse_action(action, int(self.action_space.n))
         self._left -= 1
         case = self._case
         info: dict[str, Any] = {"prompt_id": case.prompt.id, "invalid_action": False}
@@ -304,10 +284,9 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
         return dict(BIN_EDGES)
 
     def _pin_prompt(self, spec: Any) -> int:
-        prompt = prompts_from([spec])[0] if not isinstance(spec, Prompt) else spec
-        for i, p in enumerate(self.backend.prompts):
-            if p.clean == prompt.clean:
-                return i
+        prompt, i = find_prompt(self.backend.prompts, spec)
+        if i is not None:
+            return i
         if isinstance(self.backend, ReplayBackend):
             raise ACDError(
                 f"prompt {prompt.clean!r} is not in the circuit table; replay only knows its prompts"
@@ -317,6 +296,43 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
         validate_prompts([prompt], self.backend.model)
         self.backend.prompts.append(prompt)
         return len(self.backend.prompts) - 1
+
+
+# ---------------------------------------------------------------------- reset/step pieces (shared with CircuitSearch-v0)
+def choose_prompt(
+    options: dict | None, n_prompts: int, rng: np.random.Generator, pin: Callable[[Any], int]
+) -> int:
+    """The prompt a `reset` asks for: `options["prompt_index"]` (checked), `options["prompt"]` (`pin` finds
+    it), else a draw from the env's seeded generator."""
+    options = options or {}
+    if "prompt_index" in options:
+        i = options["prompt_index"]
+        if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < n_prompts:
+            raise ACDError(f"prompt_index must be an int in [0, {n_prompts}), got {i!r}")
+        return int(i)
+    if "prompt" in options:
+        return pin(options["prompt"])
+    return int(rng.integers(n_prompts))
+
+
+def find_prompt(prompts: Sequence[Prompt], spec: Any) -> tuple[Prompt, int | None]:
+    """`spec` (a Prompt, a clean string or a prompt dict) as a Prompt, and its index in `prompts` (None if absent)."""
+    prompt = prompts_from([spec])[0] if not isinstance(spec, Prompt) else spec
+    for i, p in enumerate(prompts):
+        if p.clean == prompt.clean:
+            return prompt, i
+    return prompt, None
+
+
+def parse_action(action: Any, n_actions: int) -> int:
+    """An action as an int (range and mask are the env's business); one clear error for a non-integer."""
+    try:
+        a = int(action)
+        if a != action:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ACDError(f"action must be an integer in [0, {n_actions}), got {action!r}") from None
+    return a
 
 
 # ---------------------------------------------------------------------- backends (shared with CircuitSearch-v0)
