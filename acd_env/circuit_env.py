@@ -14,12 +14,20 @@ from gymnasium import spaces
 from acd_env.case import CaseSettings, PromptCase
 from acd_env.circuit import QUERY_KINDS, faithfulness, logit_faithfulness, necessity
 from acd_env.circuit_backend import CircuitBackend, CircuitData, CircuitScore
-from acd_env.env import BACKENDS, Action, Info, Obs, choose_prompt, find_prompt, make_backend, parse_action
-from acd_env.errors import ACDError, check_positive_int, unknown
+from acd_env.env import (
+    Action,
+    Info,
+    Obs,
+    check_env_args,
+    choose_prompt,
+    find_prompt,
+    make_backend,
+    parse_action,
+)
+from acd_env.errors import ACDError
 from acd_env.interventions import INTERVENTION_TYPES
 from acd_env.observation import CIRCUIT_DESCRIPTORS, CIRCUIT_DYNAMIC_COLUMNS, OBS_BOUND
 from acd_env.tasks import Prompt
-from acd_env.tasks.grammar import SPLITS
 
 SCORE_EDGES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.97, 1.03)  # bins of f, necessity and logit faithfulness
 DYNAMIC_COLUMNS = CIRCUIT_DYNAMIC_COLUMNS  # the schema's owner is acd_env.observation
@@ -127,15 +135,7 @@ class CircuitSearchEnv(gym.Env[Obs, Action]):
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise unknown("backend", backend, BACKENDS)
-        if split not in SPLITS:
-            raise unknown("split", split, SPLITS)
-        self.budget = check_positive_int("budget", budget)
-        if render_mode is not None:
-            raise ACDError(
-                f"render_mode {render_mode!r} is not supported; this env has no renderer (use None)"
-            )
+        self.budget = check_env_args(backend=backend, split=split, budget=budget, render_mode=render_mode)
         self.settings = CaseSettings(
             n_candidates=n_candidates,
             interventions=INTERVENTION_TYPES,

@@ -126,17 +126,9 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
         render_mode: str | None = None,
     ) -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise unknown("backend", backend, BACKENDS)
         if reward not in REWARDS:
             raise unknown("reward", reward, REWARDS)
-        if split not in SPLITS:
-            raise unknown("split", split, SPLITS)
-        budget = check_positive_int("budget", budget)
-        if render_mode is not None:
-            raise ACDError(
-                f"render_mode {render_mode!r} is not supported; this env has no renderer (use None)"
-            )
+        budget = check_env_args(backend=backend, split=split, budget=budget, render_mode=render_mode)
         # CaseSettings validates n_candidates, interventions, steering_scale and descriptors (ACDError) and
         # normalises any sequence of names (or one name) to a tuple, the type of its fields
         self.settings = CaseSettings(
@@ -299,6 +291,18 @@ class CircuitDiscoveryEnv(gym.Env[Obs, Action]):
 
 
 # ---------------------------------------------------------------------- reset/step pieces (shared with CircuitSearch-v0)
+def check_env_args(*, backend: str, split: str, budget: Any, render_mode: str | None) -> int:
+    """The constructor checks both envs share (one clear ACDError each); returns the budget."""
+    if backend not in BACKENDS:
+        raise unknown("backend", backend, BACKENDS)
+    if split not in SPLITS:
+        raise unknown("split", split, SPLITS)
+    budget = check_positive_int("budget", budget)
+    if render_mode is not None:
+        raise ACDError(f"render_mode {render_mode!r} is not supported; this env has no renderer (use None)")
+    return budget
+
+
 def choose_prompt(
     options: dict | None, n_prompts: int, rng: np.random.Generator, pin: Callable[[Any], int]
 ) -> int:
