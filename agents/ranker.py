@@ -35,6 +35,17 @@ def static_names(descriptor_names: Sequence[str]) -> tuple[str, ...]:
     return static_columns(descriptor_names)
 
 
+def openmp_threads(n_threads: int | None) -> Any:
+    """A context that limits OpenMP (scikit-learn's trees) to `n_threads`; None leaves the library default."""
+    from contextlib import nullcontext
+
+    if n_threads is None:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n_threads, user_api="openmp")
+
+
 class RankerAgent(BaseAgent):
     """Greedy on a boosted-tree prediction of log10(KL + 1e-6), fitted offline by `fit(tables)`.
 
@@ -121,7 +132,7 @@ class RankerAgent(BaseAgent):
         x, y, names = self.training_data(tables)
         # sklearn's stubs type early_stopping as str ("auto"); it takes a bool as documented
         model = HistGradientBoostingRegressor(**self.params, early_stopping=False, random_state=self.seed)  # pyright: ignore[reportArgumentType]
-        with self._threads():
+        with openmp_threads(self.n_threads):
             model.fit(x, y)
         self.model, self.feature_names, self.n_train = model, names, len(y)
         return self
@@ -137,17 +148,8 @@ class RankerAgent(BaseAgent):
                 "the ranker is not fitted: call agent.fit(tables) (train-split circuit tables) first"
             )
         idx = [self.columns[c] for c in self.feature_names]
-        with self._threads():
+        with openmp_threads(self.n_threads):
             return self.model.predict(np.asarray(descriptors, dtype=np.float64)[:, idx])
-
-    def _threads(self) -> Any:
-        from contextlib import nullcontext
-
-        if self.n_threads is None:
-            return nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=self.n_threads, user_api="openmp")
 
     # -- protocol -------------------------------------------------------------------------------
     def reset(self, obs: dict, info: dict) -> None:

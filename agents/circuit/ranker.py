@@ -29,6 +29,7 @@ from acd_env.errors import ACDError
 from acd_env.observation import CIRCUIT_DESCRIPTORS, CIRCUIT_DYNAMIC_COLUMNS, OBS_BOUND
 from agents.base import load_tables
 from agents.circuit.base import CircuitAgent
+from agents.ranker import openmp_threads
 
 CIRCUIT_COLUMNS = CIRCUIT_DESCRIPTORS
 DYNAMIC = CIRCUIT_DYNAMIC_COLUMNS
@@ -198,7 +199,7 @@ class CircuitRankerAgent(CircuitAgent):
 
         # sklearn's stubs type early_stopping as str ("auto"); it takes a bool as documented
         model = HistGradientBoostingRegressor(**self.params, early_stopping=False, random_state=self.seed)  # pyright: ignore[reportArgumentType]
-        with self._threads():
+        with openmp_threads(self.n_threads):
             model.fit(x, y)
         self.model, self.feature_names, self.static_names, self.n_train = model, features, static, len(y)
         return self
@@ -213,17 +214,8 @@ class CircuitRankerAgent(CircuitAgent):
                 "the circuit ranker is not fitted: call agent.fit(tables) (train-split circuit tables with "
                 "circuit data) first; it has nothing to rank by in zero-shot"
             )
-        with self._threads():
+        with openmp_threads(self.n_threads):
             return np.asarray(self.model.predict(x), dtype=np.float64)
-
-    def _threads(self) -> Any:
-        from contextlib import nullcontext
-
-        if self.n_threads is None:
-            return nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=self.n_threads, user_api="openmp")
 
     # -- protocol -------------------------------------------------------------------------------
     def reset(self, obs: dict, info: dict) -> None:
