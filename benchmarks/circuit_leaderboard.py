@@ -192,7 +192,7 @@ def to_json(board: Sequence[Mapping], config: Mapping) -> str:
 
 
 def to_markdown(board: Sequence[Mapping], config: Mapping) -> str:
-    head = ["agent", "circuit efficiency [95% CI]", "AUC [95% CI]", "CPR", "CMD", "logit-diff AUC",
+    head = ["agent", "circuit efficiency [95% CI]", "IQM [95% CI]", "AUC [95% CI]", "CPR", "CMD", "logit-diff AUC",
             "necessity", "queries", "P(>atp)", "Δ vs atp, paired [95% CI]", "wins vs atp", "n", "step_ms"]  # fmt: skip
     excluded = config.get("circuit_excluded", {})
     lines = [
@@ -201,7 +201,9 @@ def to_markdown(board: Sequence[Mapping], config: Mapping) -> str:
         "",
         f"Circuit efficiency = the declared circuit's AUC ÷ the reference's (beam search, no budget); AUC = mean "
         f"KL-faithfulness f(C_k) over k ∈ {{{', '.join(map(str, K_GRID))}}}; CPR / CMD = areas under f and "
-        f"|1 − f|. B = {config.get('budget')} set queries. P(>atp) is rliable's probability of improvement; the "
+        f"|1 − f|. f is reported as measured: on a few prompts a partial circuit drives f far below 0 and one such "
+        "prompt moves a mean by several hundredths; the IQM (interquartile mean over prompts × seeds) is robust to "
+        f"it. B = {config.get('budget')} set queries. P(>atp) is rliable's probability of improvement; the "
         "paired Δ compares the same (prompt, seed) episodes. Prompts whose candidates, all ablated, move the "
         f"next-token distribution by less than {config.get('kl_floor')} nats are excluded: "
         + (", ".join(f"{t} {n}" for t, n in excluded.items()) if excluded else "none")
@@ -222,7 +224,7 @@ def to_markdown(board: Sequence[Mapping], config: Mapping) -> str:
                 notes.append(f"- `{r['agent']}`: {r['status']}")
                 continue
             paired = _ci(r, "diff_atp") if "diff_atp" in r and not math.isnan(r["diff_atp"]) else "—"
-            cells = [f"`{r['agent']}`", _ci(r, "efficiency"), _ci(r, "auc"), _fmt(r["cpr"], 3), _fmt(r["cmd"], 3),
+            cells = [f"`{r['agent']}`", _ci(r, "efficiency"), _ci(r, "iqm"), _ci(r, "auc"), _fmt(r["cpr"], 3), _fmt(r["cmd"], 3),
                      _fmt(r["logit_auc"], 3), _fmt(r["necessity"], 3), _fmt(r["queries"], 1),
                      _fmt(r.get("p_gt_atp"), 3) or "—", paired, _fmt(r.get("win_atp"), 3) or "—",
                      str(r["episodes"]), _fmt(r["step_ms"], 3)]  # fmt: skip
