@@ -1,10 +1,13 @@
-"""Choose the circuit-track `ranker`'s and `ucb`'s hyper-parameters on the TRAIN split only (never test prompts).
+"""Choose the circuit-track `ranker`'s, `ucb`'s and `aif`'s hyper-parameters on the TRAIN split only (never test
+prompts).
 
 ranker: 5-fold cross-validation with folds by prompt over the train tables of the given model and tasks: fit
 on four folds, rank the held-out fold's prompts, score each ranking's circuit efficiency (f(C_k) on the k grid,
 ÷ the stored reference's) on the train env. Stage 1 compares the targets at the default tree settings, stage 2
 the tree settings at the best target. ucb: it has no fit, so its settings are chosen by its zero-shot circuit
-efficiency on the train prompts (memory reset before every prompt), α first, then `max_tests`.
+efficiency on the train prompts (memory reset before every prompt), α first, then `max_tests`. aif: likewise
+zero-shot on the train prompts, one setting at a time from its defaults (info_weight, then pref, then accept,
+then rank), and `aif-argmax` at the chosen setting (the planning ablation, on train prompts).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/tune_circuit_agents.py --model toy-4l --tasks ioi,induction
 
@@ -19,7 +22,7 @@ import time
 import numpy as np
 
 
-def efficiency(env, ranking, kl_floor: float) -> float | None:
+def efficiency(env, ranking, kl_floor: float) -> float:
     score = env.score_circuit(ranking)
     ref = np.asarray(env.reference().ref_curve)[score.sizes - 1]
     return float(np.mean(score.f) / np.mean(ref))
@@ -33,6 +36,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-ucb", action="store_true")
     ap.add_argument("--skip-ranker", action="store_true")
+    ap.add_argument("--skip-aif", action="store_true")
+    ap.add_argument("--per-task", type=int, default=0, help="train prompts per task (0 = all)")
     args = ap.parse_args()
 
     from acd_env.circuit import KL_FLOOR
@@ -48,6 +53,11 @@ def main() -> None:
     ids = [c.prompt.id for t in tables for c in t.cases if int(c.n_valid) > 0]
     env_index = {p.id: i for i, p in enumerate(env.prompts)}
     keep = [j for j, pid in enumerate(ids) if float(env.backend.circuit(env_index[pid]).kl_empty) >= KL_FLOOR]
+    if args.per_task > 0:
+        per_task: dict[str, list[int]] = {}
+        for j in keep:
+            per_task.setdefault(ids[j].split("/")[0], []).append(j)
+        keep = [j for js in per_task.values() for j in js[: args.per_task]]
     print(f"{args.model} {tasks} train: {len(ids)} prompts, {len(keep)} above KL_FLOOR")
 
     def score_prompt(j: int, ranking) -> float:
@@ -114,23 +124,48 @@ def main() -> None:
         best = max(scored, key=lambda s: s[0])
         print(f"ranker CHOICE: target={best_target} {best[1]} (cv efficiency {best[0]:.4f})")
 
+    def zero_shot(agent) -> float:
+        """Mean circuit efficiency of `agent` over the kept train prompts, memory reset before each."""
+        effs = []
+        for j in keep:
+            agent.reset_memory()
+            obs, info = env.reset(options={"prompt_index": env_index[ids[j]]})
+            agent.reset(obs, info)
+            while True:
+                a = agent.act(obs, info)
+                obs, r, term, trunc, info = env.step(a)
+                agent.observe(a, r, obs, info)
+                if term or trunc:
+                    break
+            effs.append(efficiency(env, agent.circuit_ranking(), KL_FLOOR))
+        return float(np.mean(effs))
+
+    if not args.skip_aif:
+        from agents.circuit.aif import CircuitAIFAgent
+
+        chosen: dict = {}
+        grid = {
+            "info_weight": (1.0, 0.0, 0.5, 2.0),
+            "pref": (1.0, 0.5, 2.0),
+            "accept": (0.5, 0.3, 0.7),
+            "rank": ("posterior", "entry"),
+        }
+        print(f"aif: zero-shot on {len(keep)} train prompts, one setting at a time from the defaults")
+        for name, values in grid.items():
+            scores = {}
+            for v in values:
+                t0 = time.time()
+                scores[v] = zero_shot(CircuitAIFAgent(seed=args.seed, **chosen, **{name: v}))
+                print(f"  {name}={v}: efficiency {scores[v]:.4f}  ({time.time() - t0:.0f} s)")
+            chosen[name] = max(scores, key=lambda k: scores[k])
+        e = zero_shot(CircuitAIFAgent(seed=args.seed, **chosen))
+        e_argmax = zero_shot(CircuitAIFAgent(seed=args.seed, planning="argmax", **chosen))
+        print(f"aif CHOICE: {chosen} (efficiency {e:.4f}); aif-argmax at it {e_argmax:.4f}")
+
     if not args.skip_ucb:
 
         def ucb_eff(**kw) -> float:
-            agent = CircuitUCBAgent(seed=args.seed, **kw)
-            effs = []
-            for j in keep:
-                agent.reset_memory()
-                obs, info = env.reset(options={"prompt_index": env_index[ids[j]]})
-                agent.reset(obs, info)
-                while True:
-                    a = agent.act(obs, info)
-                    obs, r, term, trunc, info = env.step(a)
-                    agent.observe(a, r, obs, info)
-                    if term or trunc:
-                        break
-                effs.append(efficiency(env, agent.circuit_ranking(), KL_FLOOR))
-            return float(np.mean(effs))
+            return zero_shot(CircuitUCBAgent(seed=args.seed, **kw))
 
         print("ucb stage 1 (alpha, max_tests=4), zero-shot on the train prompts")
         alphas = {}
