@@ -10,11 +10,12 @@
 | `oracle` | privileged: the best remaining candidate by `oracle_effects()` (defines 100 %) |
 | `ranker` | gradient-boosted trees fitted on circuit tables (`fit(tables)`), greedy on the prediction |
 | `aif` | active inference (pymdp) |
+| `aif-argmax` | `aif`'s planning ablation: same model and learning, argmax of its expected importance (no EFE) |
 | `ppo` | sb3-contrib MaskablePPO policy |
 
 The circuit track (`CircuitSearch-v0`) has its own agents (`agents.circuit`): pass `track="circuit"` to
 `available_agents`, `agent_class` and `make_agent` (`random`, `influence`, `atp`, `atp-joint`, `ig`, `acdc`,
-`atp-search`, `ranker`, `ucb`, `reference`).
+`atp-search`, `ranker`, `ucb`, `aif`, `aif-argmax`, `reference`).
 
 Agent modules are imported lazily, on first use, so that e.g. `make_agent("greedy")` never imports JAX.
 """
@@ -37,6 +38,7 @@ REGISTRY: dict[str, str] = {
     "oracle": "agents.oracle:OracleAgent",
     "ranker": "agents.ranker:RankerAgent",
     "aif": "agents.aif:AIFAgent",
+    "aif-argmax": "agents.aif:AIFArgmaxAgent",
     "ppo": "agents.ppo:PPOAgent",
 }
 

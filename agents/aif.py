@@ -37,7 +37,11 @@ Inference, planning and learning (`agents/aif_kernels.py`: pymdp's own functions
   own score reading, i.e. what measuring it would teach the score likelihood). Novelty is scaled by the budget
   fraction left because what is learned early is used for longer.
 - Choice: argmax neg-EFE (= argmin EFE) over valid actions, ties broken by the higher score; with ``gamma``
-  set, a seeded draw from softmax(gamma × neg-EFE) instead.
+  set, a seeded draw from softmax(gamma × neg-EFE) instead. With ``planning="argmax"`` (the agent
+  `aif-argmax`, `AIFArgmaxAgent`: the planning ablation) the choice is the plain argmax of its own score, the
+  posterior expected importance, over valid actions (i.e. unmeasured candidates; ties by the higher learned
+  score, as `aif` breaks them) with an ablation (the preferred reading): the same model, beliefs, pymdp updates
+  and learning, no EFE (`argmax_choice`). The circuit track's `aif-argmax` is the same ablation there.
 - Learning: after each measurement, `pymdp.learning.update_obs_likelihood_dirichlet` adds the candidate's two
   readings (its score bin with nothing in force, its measurement with its type in force), weighted by its
   posterior, to the one shared pA (a pooled update). Only measured candidates teach the score likelihood (an
@@ -112,10 +116,13 @@ class AIFAgent(BaseAgent):
         converge_top, converge_patience: the `is_converged` criterion (see the module docstring).
         compile_cache: a directory for JAX's persistent compilation cache (default: $ACD_JAX_CACHE if set);
             it cuts the ~1-4 s compile of each kernel to ~0.5 s in later processes.
+        planning: "efe" (argmax of neg-EFE, or the softmax with `gamma`) or "argmax" (the plain argmax of its own
+            posterior expected importance: the planning ablation `aif-argmax`); None: the class's default.
         intervention: unused (the agent chooses its type by EFE); kept for the common agent signature.
     """
 
     name = "aif"
+    planning = "efe"
 
     def __init__(
         self,
@@ -133,9 +140,16 @@ class AIFAgent(BaseAgent):
         converge_top: int = 10,
         converge_patience: int = 3,
         compile_cache: str | None = None,
+        planning: str | None = None,
         intervention: str = "ablation",
     ) -> None:
         super().__init__(seed=seed, intervention=intervention)
+        self.planning = check_planning(type(self).planning if planning is None else planning)
+        if self.planning == "argmax" and gamma is not None:
+            raise ACDError(
+                f"gamma={gamma!r} sets a softmax over neg-EFE, which planning='argmax' does not use; "
+                "leave gamma None"
+            )
         self.n_score_bins = int(n_score_bins)
         self.pref = float(pref)
         self.info_weight = float(info_weight)
@@ -267,7 +281,9 @@ class AIFAgent(BaseAgent):
         neg_efe, terms, _q, entropy = self._decide(budget_left)
         k = mask.shape[0]
         g = np.where(mask, neg_efe[:k], -np.inf)
-        if self.gamma is None:
+        if self.planning == "argmax":
+            c, t = self.argmax_choice(mask)
+        elif self.gamma is None:
             best = g.max()
             cand, types = np.nonzero(g == best)
             pick = np.lexsort((types, -self._pred[cand]))[0]  # ties: the higher score, then type order
@@ -282,6 +298,24 @@ class AIFAgent(BaseAgent):
         self.efe_history.append(float(-neg_efe[c, t]))
         self.belief_entropy_history.append(float(entropy[self._valid_idx].mean()))
         return c * self.n_types + t
+
+    def argmax_choice(self, mask: np.ndarray) -> tuple[int, int]:
+        """(candidate, type) of the planning ablation (`aif-argmax`) under the current beliefs (those of the
+        last `act`): the valid candidate with the highest posterior expected importance, ties by the higher
+        learned score, then the lower index; with an ablation when the env offers it (else its first valid type)."""
+        if self._q is None:
+            self._decide(1.0)
+        assert self._q is not None
+        mask = np.asarray(mask, dtype=bool).reshape(-1, self.n_types)
+        k = mask.shape[0]
+        idx = np.flatnonzero(mask.any(axis=1))
+        if idx.size == 0:
+            return 0, 0
+        e = self._q[:k] @ np.arange(N_IMPORTANCE)
+        c = int(idx[np.lexsort((idx, -self._pred[idx], -e[idx]))[0]])
+        a = self.interventions.index("ablation") if "ablation" in self.interventions else -1
+        t = a if a >= 0 and mask[c, a] else int(np.flatnonzero(mask[c])[0])
+        return c, t
 
     def observe(self, action: int, reward: float, obs: dict, info: dict) -> None:
         if info.get("invalid_action") or "candidate" not in info:
@@ -381,6 +415,27 @@ class AIFAgent(BaseAgent):
             else float("nan"),
             "aif/efe": self.efe_history[-1] if self.efe_history else float("nan"),
         }
+
+
+class AIFArgmaxAgent(AIFAgent):
+    """`aif-argmax`: the same model, beliefs, pymdp updates and learning as `aif`; each choice is the plain argmax
+    of its own posterior expected importance over valid actions (no EFE): the planning ablation."""
+
+    name = "aif-argmax"
+    planning = "argmax"
+
+
+PLANNING = ("efe", "argmax")
+
+
+def check_planning(planning: object) -> str:
+    """`planning` of an `aif` agent (either track), checked: "efe" or "argmax"."""
+    if not isinstance(planning, str) or planning not in PLANNING:
+        raise ACDError(
+            f"planning must be 'efe' (choices by expected free energy) or 'argmax' (the plain argmax of the "
+            f"agent's own posterior expected score, no EFE: `aif-argmax`), got {planning!r}"
+        )
+    return str(planning)
 
 
 # ---------------------------------------------------------------------- fitting helpers

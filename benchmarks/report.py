@@ -38,6 +38,8 @@ AGENT_NOTES = {
     "aif": "active inference (pymdp): beliefs about each candidate's importance from its descriptors and "
     "measurements, picks by expected free energy, learns across prompts; JAX compile on the first step; "
     "not privileged",
+    "aif-argmax": "aif's planning ablation: the same model, beliefs and learning, but it picks the candidate with "
+    "the highest posterior expected importance (a plain argmax, no expected free energy); not privileged",
     "ucb": "LinUCB: a linear model of log KL on the descriptors, learned online from its own measurements "
     "(memory kept across prompts in the stream protocol); not privileged",
     "greedy": "circuit-tracer's influence ranking from the attribution graph (free once the graph is built), "

@@ -411,3 +411,85 @@ def test_decision_latency_for_512_candidates():
 
     compile_s, decision_s = decision_benchmark(512, n_types=3, reps=20)  # what `acd perf` reports
     assert 0 <= compile_s < 60 and 0 < decision_s < 0.01
+
+
+# ---------------------------------------------------------------------- (f) the planning ablation `aif-argmax`
+def real_replay_env() -> CircuitDiscoveryEnv:
+    """The first 3 agreement test prompts of toy-4l (on the first one, aif's EFE departs from the argmax)."""
+    path = ROOT / "acd_env" / "models" / "zoo" / "toy-4l" / "tables" / "agreement-test.npz"
+    if not path.is_file():
+        pytest.skip("the shipped toy-4l tables are not built yet")
+    from acd_env.tables import load_table
+
+    real = load_table(path)
+    table = CircuitTable(real.meta, real.cases[:3], {n: v[:3] for n, v in real.measurements.items()})
+    return CircuitDiscoveryEnv(model="toy-4l", backend="replay", tables=table)
+
+
+def test_aif_argmax_takes_the_top_unmeasured_candidate_by_its_own_expected_importance():
+    """Over real replay episodes (memory kept between them, so the learned likelihood moves): every choice of
+    `aif-argmax` is the unmeasured candidate with the highest posterior expected importance, ties by the higher
+    learned score, ablated; `aif` (EFE) departs from that choice at least once on the same episodes."""
+    from agents import make_agent
+    from agents.aif import AIFArgmaxAgent
+
+    env = real_replay_env()
+    agent = make_agent("aif-argmax", seed=0)
+    assert isinstance(agent, AIFArgmaxAgent) and agent.name == "aif-argmax" and agent.planning == "argmax"
+    n_steps = 0
+    for i in range(2):
+        obs, info = env.reset(options={"prompt_index": i})
+        agent.reset(obs, info)
+        done = False
+        while not done:
+            mask = np.asarray(info["action_mask"], bool).reshape(-1, agent.n_types)
+            a = agent.act(obs, info)
+            c, t = divmod(a, agent.n_types)
+            unmeasured = np.flatnonzero(mask.any(1))
+            e = agent.expected_importance()  # the beliefs the choice was made on
+            top = unmeasured[e[unmeasured] == e[unmeasured].max()]
+            assert c in top, (c, top)
+            assert agent._pred[c] == agent._pred[top].max()  # ties: the higher learned score
+            assert agent.interventions[t] == "ablation" and mask[c, t]
+            obs, r, done, _, info = env.step(a)
+            agent.observe(a, r, obs, info)
+            n_steps += 1
+    assert n_steps == 2 * BUDGET and agent.n_observations == 2 * BUDGET  # same learning as aif
+    assert len(agent.efe_history) == BUDGET  # the chosen action's EFE is still recorded (diagnostics)
+
+    aif = make_agent("aif", seed=0)
+    assert aif.planning == "efe"
+    differ = 0
+    for i in range(2):
+        obs, info = env.reset(options={"prompt_index": i})
+        aif.reset(obs, info)
+        done = False
+        while not done:
+            a = aif.act(obs, info)
+            c_arg, t_arg = aif.argmax_choice(info["action_mask"])
+            differ += a != c_arg * aif.n_types + t_arg
+            obs, r, done, _, info = env.step(a)
+            aif.observe(a, r, obs, info)
+    assert differ >= 1, "aif's EFE choice never departed from the plain argmax: the option would be a no-op"
+
+
+def test_aif_argmax_deterministic_and_bad_planning(normal_table):
+    from acd_env.errors import ACDError
+    from agents import make_agent
+    from agents.aif import AIFArgmaxAgent
+
+    env = make_env(normal_table)
+    runs = []
+    for _ in range(2):
+        agent = AIFArgmaxAgent(seed=3)
+        runs.append([run_episode(agent, env, i)[0] for i in range(2)])
+    assert runs[0] == runs[1]
+    same = AIFAgent(seed=3, planning="argmax")  # the option and the registered row are one agent
+    assert [run_episode(same, env, i)[0] for i in range(2)] == runs[0]
+    with pytest.raises(ACDError, match=r"planning must be 'efe' .* or 'argmax' .*got 'greedy'"):
+        AIFAgent(planning="greedy")
+    with pytest.raises(ACDError, match="planning must be"):
+        make_agent("aif", planning="EFE")
+    with pytest.raises(ACDError, match="gamma"):
+        make_agent("aif-argmax", gamma=2.0)
+    assert AIFArgmaxAgent(planning="efe").planning == "efe"  # an explicit value wins over the class default
