@@ -1,9 +1,11 @@
 """One circuit-track episode: the agent queries sets within its budget, then declares its circuit, which the
 harness evaluates (`CircuitSearchEnv.score_circuit`) against the stored reference.
 
-Rows: a `step` row per env step (`query` kind, toggle, the candidate, the measured score) and one `episode` row
-with `metrics` (benchmarks.circuit_metrics), the declared `ranking` (first K_MAX members), `queries` used,
-`kl_empty`, `step_ms` and `wall_time_s`. Both carry `track: "circuit"`.
+Rows: a `step` row per env step (`query` kind, toggle, the candidate, the measured score; the agent's
+`diagnostics()` scalars as `diag`; for an agent with `posterior_top(n)`, e.g. `aif`, its POSTERIOR_TOP likeliest
+members after the step as `posterior_top`) and one `episode` row with `metrics` (benchmarks.circuit_metrics), the
+declared `ranking` (first K_MAX members), `queries` used, `kl_empty`, `step_ms` and `wall_time_s`. Both carry
+`track: "circuit"`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from benchmarks.protocols import derive_seed
 from benchmarks.runner import scalar_diagnostics
 
 STEP_INFO = ("candidate", "toggle", "circuit_size", "score", "logit_f", "kl")  # + `query`: info["kind"]
+POSTERIOR_TOP = 5  # members per step row's `posterior_top`
 
 
 def run_circuit_episode(
@@ -36,6 +39,7 @@ def run_circuit_episode(
     total_time = total_reward = 0.0
     queries_left = budget
     diagnostics: Callable[[], Mapping[str, Any] | None] | None = getattr(agent, "diagnostics", None)
+    posterior_top: Callable[[int], Any] | None = getattr(agent, "posterior_top", None)
     if getattr(agent, "uses_queries", True):
         for step in range(10**6):
             start = time.perf_counter()
@@ -57,6 +61,8 @@ def run_circuit_episode(
             diag = scalar_diagnostics(diagnostics)
             if diag:
                 row["diag"] = diag
+            if callable(posterior_top):  # [[candidate, P(member)], ...], likeliest first
+                row["posterior_top"] = [[int(c), round(float(p), 4)] for c, p in posterior_top(POSTERIOR_TOP)]
             rows.append(row)
             if terminated or truncated:
                 break

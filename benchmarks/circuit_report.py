@@ -12,6 +12,7 @@ TensorBoard (`tb/circuit/<protocol>/<agent>`):
 | `circuit/f_at_k` | circuit size k | mean f(C_k) over the run's episodes |
 | `circuit/score` | global query index | the score (f or necessity) each query measured |
 | `circuit/size` | global query index | the working circuit's size after each query |
+| `aif/*` (diagnostics), `circuit/aif_posterior_top` | global step / episode index | per-step agent diagnostics and the posterior's top members (benchmarks.tb.write_circuit_steps) |
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def write_circuit_tensorboard(rows: Sequence[Mapping], out: str | Path) -> Path:
     """Event files of the circuit track under `out/circuit` (replaced if present)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from benchmarks.tb import run_name
+    from benchmarks.tb import run_name, write_circuit_steps
 
     out = Path(out) / "circuit"
     if out.exists():
@@ -66,7 +67,8 @@ def write_circuit_tensorboard(rows: Sequence[Mapping], out: str | Path) -> Path:
         writer = SummaryWriter(log_dir=str(out / run_name(protocol) / run_name(agent)))
         writer.add_text("circuit/tags", "\n".join(f"- `{k}`: {v}" for k, v in TAG_HELP.items()))
         query = 0
-        for i, e in enumerate(sorted(eps, key=_episode_order)):
+        ordered = sorted(eps, key=_episode_order)
+        for i, e in enumerate(ordered):
             m = e["metrics"]
             for name in ("efficiency", "auc", "cmd", "necessity"):
                 writer.add_scalar(f"circuit/{name}", float(m[name]), i)
@@ -79,6 +81,8 @@ def write_circuit_tensorboard(rows: Sequence[Mapping], out: str | Path) -> Path:
         mean_f = np.mean([e["metrics"]["f"] for e in eps], axis=0)
         for k, v in zip(K_GRID, mean_f, strict=False):
             writer.add_scalar("circuit/f_at_k", float(v), k)
+        run_steps = [steps.get((agent, protocol, e["prompt_id"], int(e["seed"])), []) for e in ordered]
+        write_circuit_steps(writer, ordered, run_steps)
         writer.close()
     return out
 

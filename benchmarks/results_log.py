@@ -3,7 +3,11 @@
 `results.jsonl` holds one JSON object per line, each with a `kind`:
 - `step`: one per step — agent, protocol, fold, task, prompt_id, seed, step, action, candidate, feature,
   intervention, invalid, reward, kl, logit_diff, downstream, n_affected, top1_changed, wall_time_s and
-  `diag` (the agent's `diagnostics()` scalars after the step, e.g. `aif/belief_entropy`), if any;
+  `diag` (the agent's `diagnostics()` scalars after the step, e.g. `aif/belief_entropy`), if any; on the
+  circuit track (`track: "circuit"`, benchmarks.circuit_episode) instead of the feature fields: `query` (keep or
+  ablate), toggle, candidate, circuit_size, score, logit_f, kl, `repeat`, and for an agent with `posterior_top(n)`
+  (the circuit `aif` and `aif-argmax`) `posterior_top`: its 5 likeliest circuit members after the step as
+  `[[candidate, P(member)], ...]`, likeliest first (TensorBoard's `circuit/aif_posterior_top`);
 - `episode`: one per finished episode, after its steps — the keys above plus `order` (index in the seed's
   prompt order), `metrics` (benchmarks.metrics.episode_metrics), `interventions` used, `reward`, `wall_time_s`,
   `step_ms`, and for agents with `importance_ranking()` that ranking (`importance_order`: candidate indices, most

@@ -13,8 +13,16 @@ duplicates), with torch's `SummaryWriter`. `tensorboard --logdir <run dir>/tb` s
 | `stream/efficiency` | prompt index in the seed's order | efficiency, mean over seeds (protocols that keep memory: the learning curve) |
 | `losses/*` … | the agent's training step | the agent's `training_log()` (PPO), in the run `train/<agent>` |
 
+Circuit-track runs (`circuit/<protocol>/<agent>`, benchmarks.circuit_report; `write_circuit_steps` here adds):
+
+| tag | x axis | value |
+|---|---|---|
+| `aif/belief_entropy`, `aif/efe`, any other `diagnostics()` scalar | global step | the agent's diagnostics after that step |
+| `circuit/aif_posterior_top` (TEXT tab) | episode index (ordered by seed, fold, prompt order) | a table of the episode's steps: the query (kind, toggle, candidate, measured score) and the agent's 5 likeliest members after it, with P(member) (step rows' `posterior_top`) |
+
 Every tag carries its description (TensorBoard shows it under the chart's ⓘ), written in the summary metadata of
-the tag's first event (`TAG_DESCRIPTIONS`), and the run `about` holds this table as a text panel (TEXT tab).
+the tag's first event (`TAG_DESCRIPTIONS`, `CIRCUIT_TAG_DESCRIPTIONS` on circuit runs), and the run `about` holds
+these tables as a text panel (TEXT tab).
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ import shutil
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+POSTERIOR_TOP_TAG = "circuit/aif_posterior_top"
 TAG_DESCRIPTIONS = {
     "discovery/reward": "Reward of each step: the KL divergence (nats) its intervention caused in the next-token "
     "distribution. x: global step over the run's episodes.",
@@ -50,6 +60,19 @@ TAG_DESCRIPTIONS = {
     "x: global step.",
 }
 
+# on circuit-track runs (`circuit/<protocol>/<agent>`): the same diagnostics mean membership, not importance
+CIRCUIT_TAG_DESCRIPTIONS = {
+    "aif/belief_entropy": "Circuit-track active inference: mean entropy (nats) of the agent's beliefs about the "
+    "candidates' circuit membership after each step; falls as its queries settle who is in. x: global step over "
+    "the run's episodes.",
+    "aif/efe": "Circuit-track active inference: expected free energy of the query the agent chose (lower = "
+    "preferred). x: global step.",
+    POSTERIOR_TOP_TAG: "Circuit-track active inference, one table per episode (x: its index in the run's order): "
+    "every step's query (kind keep/ablate, toggle in/out of the working circuit, candidate, the score it "
+    "measured) and the agent's 5 likeliest circuit members after it, each with its posterior P(member) = "
+    "P(minor or core member), highest first: how the queries move its beliefs about the circuit.",
+}
+
 
 def describe(tag: str) -> str:
     """The description shown with a tag in TensorBoard."""
@@ -61,13 +84,26 @@ def describe(tag: str) -> str:
 
 
 class _Writer:
-    """torch's SummaryWriter, writing each tag's description into the summary metadata of its first event."""
+    """torch's SummaryWriter (a new one for `log_dir`, or `writer`), writing each tag's description
+    (`descriptions`, else `describe`) into the summary metadata of its first event."""
 
-    def __init__(self, log_dir: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+    def __init__(
+        self,
+        log_dir: Path | None = None,
+        *,
+        writer: Any = None,
+        descriptions: Mapping[str, str] | None = None,
+    ) -> None:
+        if writer is None:
+            from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+            writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = writer
+        self.descriptions = dict(descriptions or {})
         self.described: set[str] = set()
+
+    def describe(self, tag: str) -> str:
+        return self.descriptions.get(tag) or describe(tag)
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         if tag in self.described:
@@ -78,8 +114,26 @@ class _Writer:
         from tensorboard.plugins.scalar.metadata import create_summary_metadata
 
         self.described.add(tag)
-        meta = create_summary_metadata(display_name=tag, description=describe(tag))
+        meta = create_summary_metadata(display_name=tag, description=self.describe(tag))
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value), metadata=meta)])
+        self.writer._get_file_writer().add_summary(summary, step)
+
+    def add_text(self, tag: str, text: str, step: int) -> None:
+        """A markdown text summary under exactly `tag` (torch's add_text would append "/text_summary")."""
+        # protobuf-generated modules (see add_scalar)
+        from tensorboard.compat.proto.summary_pb2 import Summary  # pyright: ignore[reportAttributeAccessIssue]
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto  # pyright: ignore[reportAttributeAccessIssue]
+        from tensorboard.compat.proto.tensor_shape_pb2 import (
+            TensorShapeProto,  # pyright: ignore[reportAttributeAccessIssue]
+        )
+        from tensorboard.plugins.text.metadata import create_summary_metadata
+
+        description = "" if tag in self.described else self.describe(tag)
+        self.described.add(tag)
+        meta = create_summary_metadata(display_name=tag, description=description)
+        shape = TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)])
+        tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")], tensor_shape=shape)
+        summary = Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=tensor)])
         self.writer._get_file_writer().add_summary(summary, step)
 
     def close(self) -> None:
@@ -91,7 +145,10 @@ def about_text() -> str:
     lines = ["| tag | meaning |", "|---|---|"]
     lines += [f"| `{tag}` | {text} |" for tag, text in TAG_DESCRIPTIONS.items()]
     lines.append("| `losses/*` | the agent's own training log (PPO), in the run `train/<agent>` |")
-    return "Runs are `<protocol>/<agent>`. " + "\n".join(["", *lines])
+    lines += [f"| `{tag}` (circuit runs) | {text} |" for tag, text in CIRCUIT_TAG_DESCRIPTIONS.items()]
+    return "Runs are `<protocol>/<agent>` (circuit track: `circuit/<protocol>/<agent>`). " + "\n".join(
+        ["", *lines]
+    )
 
 
 def run_name(text: str) -> str:
@@ -162,3 +219,48 @@ def write_tensorboard(
         about.add_text("about/tags", about_text(), 0)
         about.close()
     return out
+
+
+def _fmt_score(value: Any) -> str:
+    return "—" if value is None else f"{float(value):.3f}"
+
+
+def posterior_table(episode: Mapping, steps: Sequence[Mapping]) -> str:
+    """Markdown for `circuit/aif_posterior_top`: one circuit episode's steps, each query beside the agent's
+    likeliest members after it (step rows' `posterior_top`)."""
+    head = f"prompt `{episode.get('prompt_id', '?')}`, seed {episode.get('seed', '?')}"
+    if episode.get("fold") not in (None, ""):
+        head += f", fold {episode['fold']}"
+    eff = (episode.get("metrics") or {}).get("efficiency")
+    if eff is not None:
+        head += f", circuit efficiency {float(eff):.3f}"
+    lines = [head, "", "| step | query | toggle | candidate | score | top members: candidate (P(member)) |"]
+    lines.append("|---|---|---|---|---|---|")
+    for s in sorted(steps, key=lambda s: int(s["step"])):
+        top = ", ".join(f"{int(c)} ({float(p):.3f})" for c, p in s.get("posterior_top") or [])
+        if s.get("invalid"):
+            query = ["invalid", "", "", ""]
+        else:
+            kind = str(s.get("query", "?")) + (" (repeat, free)" if s.get("repeat") else "")
+            query = [kind, str(s.get("toggle", "")), str(s.get("candidate", "")), _fmt_score(s.get("score"))]
+        lines.append("| " + " | ".join([str(s["step"]), *query, top]) + " |")
+    return "\n".join(lines)
+
+
+def write_circuit_steps(
+    writer: Any, episodes: Sequence[Mapping], episode_steps: Sequence[Sequence[Mapping]]
+) -> None:
+    """Per-step rows of one circuit-track run into its open torch `SummaryWriter` (the caller closes it): every
+    `diag` scalar at the global step (steps over the run's episodes, in the given order), and per episode the
+    `circuit/aif_posterior_top` table when its step rows carry `posterior_top`. Descriptions:
+    `CIRCUIT_TAG_DESCRIPTIONS`."""
+    w = _Writer(writer=writer, descriptions=CIRCUIT_TAG_DESCRIPTIONS)
+    global_step = 0
+    for i, (episode, steps) in enumerate(zip(episodes, episode_steps, strict=True)):
+        ordered = sorted(steps, key=lambda s: int(s["step"]))
+        for s in ordered:
+            for tag, value in sorted((s.get("diag") or {}).items()):
+                w.add_scalar(tag, float(value), global_step + int(s["step"]))
+        global_step += int(episode.get("n_steps", len(ordered)))
+        if any("posterior_top" in s for s in ordered):
+            w.add_text(POSTERIOR_TOP_TAG, posterior_table(episode, ordered), i)

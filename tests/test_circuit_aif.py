@@ -157,3 +157,77 @@ def test_bad_input():
 
     with pytest.raises(ACDError):
         CircuitAIFAgent().fit([])
+
+
+def test_planning_option_names_both_agents():
+    from agents.circuit.aif import CircuitAIFArgmaxAgent
+
+    assert CircuitAIFAgent().planning == "efe" and CircuitAIFArgmaxAgent().planning == "argmax"
+    same = CircuitAIFAgent(seed=0, planning="argmax")  # the option and the registered row are one agent
+    assert episode(same, toy_env()) == episode(make_agent("aif-argmax", track="circuit", seed=0), toy_env())
+    with pytest.raises(ACDError, match=r"planning must be 'efe' .* or 'argmax' .*got 'greedy'"):
+        make_agent("aif", track="circuit", planning="greedy")
+
+
+def test_posterior_top_is_the_likeliest_members_highest_first():
+    agent = CircuitAIFAgent(seed=0)
+    env = toy_env()
+    episode(agent, env)
+    top = agent.posterior_top(5)
+    assert len(top) == 5 and len({c for c, _ in top}) == 5 and all(0 <= c < N for c, _ in top)
+    p = [p for _, p in top]
+    assert p == sorted(p, reverse=True) and all(0.0 <= x <= 1.0 for x in p)
+    member = agent._q[:N, 1:].sum(1)
+    assert p[0] == pytest.approx(member.max()) and p[-1] >= np.sort(member)[-5] - 1e-9
+    assert len(agent.posterior_top(100)) == N and agent.posterior_top(0) == []
+
+
+def test_bench_rows_and_tensorboard_carry_the_posterior_top(tmp_path):
+    """A short real `acd bench --track circuit --agents aif`: every step row carries the 5 likeliest members
+    (sorted by P(member)); the circuit TensorBoard run holds `circuit/aif_posterior_top` (text, described) per
+    episode, naming the candidates the rows name, and the aif diagnostics scalars."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from acd_env.table_store import shipped_table_path
+    from benchmarks.cli import main
+    from benchmarks.tb import CIRCUIT_TAG_DESCRIPTIONS, POSTERIOR_TOP_TAG
+
+    if not shipped_table_path("toy-4l", "counting", "test").is_file():
+        pytest.skip("the shipped toy-4l tables are not built yet")
+    out = tmp_path / "run"
+    args = ["bench", "--track", "circuit", "--agents", "aif", "--tasks", "counting", "--prompts-per-task", "2",
+            "--seeds", "1", "--protocol", "zero-shot", "--reps", "50", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["kind"] == "step" and r["agent"] == "aif"]
+    episodes = sorted((r for r in rows if r["kind"] == "episode"), key=lambda e: e["order"])
+    assert len(episodes) == 2 and steps
+    for s in steps:
+        top = s["posterior_top"]
+        assert len(top) == 5 and len({c for c, _ in top}) == 5
+        assert [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+        assert all(0.0 <= p <= 1.0 for _, p in top)
+    acc = EventAccumulator(str(out / "tb" / "circuit" / "zero-shot" / "aif"), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert POSTERIOR_TOP_TAG in acc.Tags()["tensors"]
+    assert {"aif/belief_entropy", "aif/efe"} <= set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+    meta = acc.SummaryMetadata(POSTERIOR_TOP_TAG)
+    assert meta.plugin_data.plugin_name == "text"
+    assert meta.summary_description == CIRCUIT_TAG_DESCRIPTIONS[POSTERIOR_TOP_TAG]
+    events = acc.Tensors(POSTERIOR_TOP_TAG)
+    assert [e.step for e in events] == [0, 1]
+    for event, ep in zip(events, episodes, strict=True):
+        text = event.tensor_proto.string_val[0].decode()
+        assert ep["prompt_id"] in text
+        ep_steps = sorted((s for s in steps if s["prompt_id"] == ep["prompt_id"]), key=lambda s: s["step"])
+        table = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+        assert len(table) == len(ep_steps)
+        for line, s in zip(table, ep_steps, strict=True):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert cells[0] == str(s["step"])
+            if not s["invalid"]:
+                assert cells[1].startswith(s["query"]) and cells[2] == s["toggle"]
+                assert cells[3] == str(s["candidate"])
+            assert cells[5] == ", ".join(f"{c} ({p:.3f})" for c, p in s["posterior_top"])

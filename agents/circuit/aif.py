@@ -51,11 +51,14 @@ Inference, planning, learning (pymdp 1.0's own functions, jitted once per shape)
   gave 0.957 of the reference against 0.938 for "entry"; ``info_weight`` 3 or ``pref`` 0.3 (more weight on
   information) fell to 0.79-0.81 — measured exploration did not pay there.
 
-`aif-argmax` (`CircuitAIFArgmaxAgent`) is the ablation: the same model, beliefs and learning, but each choice is the
-plain argmax of its own score E[L] over the candidates outside W (keep queries only) — no EFE.
+`aif-argmax` (`CircuitAIFArgmaxAgent`, ``planning="argmax"``) is the planning ablation: the same model, beliefs
+and learning, but each choice is the plain argmax of its own score E[L] over the candidates outside W (keep
+queries only; ties by the prior score) — no EFE. The feature track's `aif-argmax` is the same ablation there.
 
 Outputs: `diagnostics()` gives `aif/belief_entropy` (mean entropy of the real candidates' membership beliefs)
-and `aif/efe` (the chosen action's EFE); `belief_entropy_history`, `efe_history`, `last_neg_efe` (K, 2).
+and `aif/efe` (the chosen action's EFE); `posterior_top(n)` the n likeliest members with P(L >= 1) (the
+harness's step rows and TensorBoard carry it after every step); `belief_entropy_history`, `efe_history`,
+`last_neg_efe` (K, 2).
 """
 
 from __future__ import annotations
@@ -273,11 +276,13 @@ class CircuitAIFAgent(CircuitAgent):
         prior_concentration, delta_concentration: pseudo-counts of the Dirichlet priors (per bin / column).
         fit_strength: at most this many counts per prior bin (and per Δ column) added by `fit`.
         learning_rate: the Dirichlet learning rate.
+        planning: "efe" (argmax of neg-EFE) or "argmax" (the plain argmax of E[L]: the planning ablation
+            `aif-argmax`); None: the class's default.
     """
 
     name = "aif"
     needs_atp = True
-    use_efe = True
+    planning = "efe"
 
     def __init__(
         self,
@@ -293,8 +298,12 @@ class CircuitAIFAgent(CircuitAgent):
         delta_concentration: float = 8.0,
         fit_strength: float = 200.0,
         learning_rate: float = 1.0,
+        planning: str | None = None,
     ) -> None:
         super().__init__(seed=seed)
+        from agents.aif import check_planning
+
+        self.planning = check_planning(type(self).planning if planning is None else planning)
         if rank not in ("entry", "posterior"):
             raise ACDError(f"rank must be 'entry' or 'posterior', got {rank!r}")
         for label, v in (
@@ -432,7 +441,7 @@ class CircuitAIFAgent(CircuitAgent):
         if not allowed.any():  # nothing new to learn: toggle anything valid
             valid = np.flatnonzero(mask)
             return int(valid[0]) if valid.size else 0
-        if self.use_efe:
+        if self.planning == "efe":
             g = np.where(allowed, neg_efe[: self._k], -np.inf)
             best = g.max()
             cand, kinds = np.nonzero(g == best)
@@ -506,6 +515,19 @@ class CircuitAIFAgent(CircuitAgent):
         rest = idx[np.lexsort((idx, -self._prior_score, -e))]
         return [*members, *(int(c) for c in rest if int(c) not in members)]
 
+    def posterior_top(self, n: int = 5) -> list[tuple[int, float]]:
+        """The n candidates most likely in the circuit, as (candidate, P(member)) with P(member) = P(L >= 1) under
+        the beliefs `circuit_ranking()` would use now; highest first (ties: E[L], then the prior score, then the
+        index). The harness writes it into every circuit step row (`posterior_top`) and TensorBoard's
+        `circuit/aif_posterior_top`."""
+        if self._q is None:
+            self._decide(1.0)
+        assert self._q is not None
+        q = self._q[: self.n_valid]
+        p, e, idx = q[:, 1:].sum(1), q @ np.arange(N_L), np.arange(self.n_valid)
+        top = idx[np.lexsort((idx, -self._prior_score, -e, -p))][: max(int(n), 0)]
+        return [(int(c), float(p[c])) for c in top]
+
     def diagnostics(self) -> dict[str, float]:
         return {
             "aif/belief_entropy": self.belief_entropy_history[-1]
@@ -562,4 +584,4 @@ class CircuitAIFArgmaxAgent(CircuitAIFAgent):
     """`aif-argmax`: the same model and learning as `aif`, choices by the plain argmax of E[L] (no EFE)."""
 
     name = "aif-argmax"
-    use_efe = False
+    planning = "argmax"
