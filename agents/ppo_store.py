@@ -4,6 +4,11 @@ and matching a policy to the tables it is meant for.
 A policy is specific to the kind of tables it was trained on: `table_key(tables)` is what the sidecar's `key`
 records and `find_policy` compares (`MATCH_KEYS`: weights hash, task set, descriptor columns, K, intervention
 types, steering scale and attention setting), together with the types the policy acts with (`act_types`).
+
+Both tracks keep their policies here. A key's `track` entry says which env a policy acts in (`TRACKS`;
+absent = `"features"`, as in the feature track's sidecars): `find_policy` matches it too and `load_policy`
+refuses a policy of another track, so a circuit-track policy (`agents.circuit.ppo`) is never picked for
+feature-track tables and vice versa, even where the tables' own keys agree.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ MATCH_KEYS = (
     "steering_scale",
     "freeze_attention",
 )
+TRACKS = ("features", "circuit")
+
+
+def policy_track(key: dict) -> str:
+    """The track a policy key (or a tables' key) is for; keys without a `track` entry are the feature track's."""
+    return str(key.get("track", "features"))
 
 
 def _zip(path: str | Path) -> Path:
@@ -78,14 +89,21 @@ def read_meta(path: str | Path) -> dict:
     return json.loads(sidecar.read_text())
 
 
-def load_policy(path: str | Path) -> tuple[Any, dict]:
-    """(MaskablePPO model on CPU, metadata) from `<path>.zip` + `<path>.json`."""
+def load_policy(path: str | Path, track: str = "features") -> tuple[Any, dict]:
+    """(MaskablePPO model on CPU, metadata) from `<path>.zip` + `<path>.json`; a policy trained for another
+    track than `track` is refused (ACDError)."""
     from sb3_contrib import MaskablePPO
 
     path = _zip(path)
     if not path.is_file():
         raise ACDError(f"PPO policy {str(path)!r} does not exist; train one with scripts/train_ppo.py")
     meta = read_meta(path)
+    theirs = policy_track(meta.get("key", {}))
+    if theirs != track:
+        raise ACDError(
+            f"PPO policy {path.name!r} was trained on the {theirs} track and cannot act on the {track} track; "
+            f"use a {track}-track policy (shipped: {[p.stem for p in shipped_policies(path.parent, track)]})"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = MaskablePPO.load(
@@ -96,15 +114,26 @@ def load_policy(path: str | Path) -> tuple[Any, dict]:
     return model, meta
 
 
-def shipped_policies(directory: str | Path = POLICY_DIR) -> list[Path]:
-    return sorted(p for p in Path(directory).glob("*.zip") if p.with_suffix(".json").is_file())
+def shipped_policies(directory: str | Path = POLICY_DIR, track: str | None = None) -> list[Path]:
+    """The policies (zip with a sidecar) in `directory`; with `track`, only that track's."""
+    found = sorted(p for p in Path(directory).glob("*.zip") if p.with_suffix(".json").is_file())
+    if track is None:
+        return found
+    out = []
+    for p in found:
+        try:
+            if policy_track(read_meta(p).get("key", {})) == track:
+                out.append(p)
+        except (ACDError, json.JSONDecodeError):
+            continue
+    return out
 
 
 def find_policy(
     key: dict, act_types: Sequence[str] | None = None, directory: str | Path = POLICY_DIR
 ) -> Path | None:
-    """The shipped policy trained on tables with this key (see `MATCH_KEYS`) acting with `act_types` (None:
-    every type of the key), or None."""
+    """The shipped policy trained on tables with this key (see `MATCH_KEYS`, and the key's track) acting with
+    `act_types` (None: every type of the key), or None."""
     want = list(key["interventions"]) if act_types is None else list(act_types)
     for p in shipped_policies(directory):
         try:
@@ -112,19 +141,24 @@ def find_policy(
         except (ACDError, json.JSONDecodeError):
             continue
         other = meta.get("key", {})
-        if all(other.get(k) == key[k] for k in MATCH_KEYS) and meta.get("act_types") == want:
+        same_track = policy_track(other) == policy_track(key)
+        if same_track and all(other.get(k) == key[k] for k in MATCH_KEYS) and meta.get("act_types") == want:
             return p
     return None
 
 
-def resolve_policy_path(policy: str | Path, directory: str | Path = POLICY_DIR) -> Path:
+def resolve_policy_path(
+    policy: str | Path, directory: str | Path = POLICY_DIR, track: str | None = None
+) -> Path:
+    """A path as given, or the shipped policy of that name (ACDError naming the shipped ones, of `track` if
+    given, when there is none)."""
     p = Path(policy)
     if p.suffix == ".zip" or p.parent != Path("."):
         return p
     shipped = Path(directory) / f"{policy}.zip"
     if shipped.is_file():
         return shipped
-    names = [q.stem for q in shipped_policies(directory)]
+    names = [q.stem for q in shipped_policies(directory, track)]
     raise ACDError(f"no PPO policy named {policy!r}; shipped: {names}, or pass a path to a .zip")
 
 

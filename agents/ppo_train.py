@@ -222,12 +222,11 @@ def _logger(records: list[dict], tb_dir: str | Path | None, verbose: bool) -> An
 
 
 class _EvalCallback:
-    """Every `every` steps: deterministic discovery efficiency on a fixed sample of train prompts."""
+    """Every `every` steps (at the end of a rollout): record `score(model)` as `name` (e.g. deterministic
+    discovery efficiency on a fixed sample of train prompts). Both tracks' trainers use it."""
 
-    def __new__(cls, env: Any, prompts: Sequence[int], every: int, meta: dict) -> Any:
+    def __new__(cls, score: Callable[[Any], float], every: int, name: str = "eval/train_efficiency") -> Any:
         from stable_baselines3.common.callbacks import BaseCallback
-
-        from agents.ppo import PPOAgent  # the agent module imports this one
 
         class Callback(BaseCallback):
             def __init__(self) -> None:
@@ -240,8 +239,7 @@ class _EvalCallback:
             def _on_rollout_end(self) -> None:
                 if every > 0 and self.num_timesteps >= self.next_at:
                     self.next_at += every
-                    agent = PPOAgent.from_model(self.model, meta)
-                    self.logger.record("eval/train_efficiency", float(evaluate(env, agent, prompts).mean()))
+                    self.logger.record(name, float(score(self.model)))
 
         return Callback()
 
@@ -363,7 +361,11 @@ def train_policy(
                 clip_range=clip_range,
             ),
         }
-        callback = _EvalCallback(eval_env, sample, eval_every, meta)
+
+        def train_efficiency(m: Any) -> float:
+            return float(evaluate(eval_env, PPOAgent.from_model(m, meta), sample).mean())
+
+        callback = _EvalCallback(train_efficiency, eval_every)
         model.learn(total_timesteps=int(steps), callback=callback)
         train_s = time.perf_counter() - start
         final = evaluate(eval_env, PPOAgent.from_model(model, meta))
