@@ -7,7 +7,9 @@ on four folds, rank the held-out fold's prompts, score each ranking's circuit ef
 the tree settings at the best target. ucb: it has no fit, so its settings are chosen by its zero-shot circuit
 efficiency on the train prompts (memory reset before every prompt), α first, then `max_tests`. aif: likewise
 zero-shot on the train prompts, one setting at a time from its defaults (info_weight, then pref, then accept,
-then rank), and `aif-argmax` at the chosen setting (the planning ablation, on train prompts).
+then rank), and `aif-argmax` at the chosen setting (the planning ablation, on train prompts); then its
+learning rate, in the protocols that use it: 2-fold by prompt, each fold's prompts as a stream (memory kept, seeded
+order) unfitted and fitted on the other fold's tables, for learning rates 1 / 0.3 / 0.1 / 0.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/tune_circuit_agents.py --model toy-4l --tasks ioi,induction
 
@@ -161,6 +163,61 @@ def main() -> None:
         e = zero_shot(CircuitAIFAgent(seed=args.seed, **chosen))
         e_argmax = zero_shot(CircuitAIFAgent(seed=args.seed, planning="argmax", **chosen))
         print(f"aif CHOICE: {chosen} (efficiency {e:.4f}); aif-argmax at it {e_argmax:.4f}")
+
+        import copy
+
+        def subset(table, rows: list[int]):
+            """The table restricted to some of its prompts (cases and per-prompt circuit arrays)."""
+            out = copy.copy(table)
+            out.cases = [table.cases[r] for r in rows]
+            n = len(table.cases)
+            out.circuit = {
+                k: v[rows] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v
+                for k, v in table.circuit.items()
+            }
+            return out
+
+        fold2 = np.random.default_rng(args.seed).integers(2, size=len(ids))
+        fold_of_id = dict(zip(ids, fold2.tolist(), strict=True))
+        all_tables = [resolve_tables(args.model, t, "train", None) for t in tasks]
+
+        def stream(lr: float, fitted: bool) -> tuple[float, float]:
+            """(mean, IQM) efficiency over both folds, each run as a stream (fitted on the other fold)."""
+            effs = []
+            for f in (0, 1):
+                agent = CircuitAIFAgent(seed=args.seed, learning_rate=lr)
+                if fitted:
+                    agent.fit(
+                        [
+                            subset(
+                                t, [r for r, c in enumerate(t.cases) if fold_of_id.get(c.prompt.id) == 1 - f]
+                            )
+                            for t in all_tables
+                        ]
+                    )
+                test = [j for j in keep if fold2[j] == f]
+                for j in np.random.default_rng([args.seed, f]).permutation(test):
+                    obs, info = env.reset(options={"prompt_index": env_index[ids[j]]})
+                    agent.reset(obs, info)
+                    while True:
+                        a = agent.act(obs, info)
+                        obs, r, term, trunc, info = env.step(a)
+                        agent.observe(a, r, obs, info)
+                        if term or trunc:
+                            break
+                    effs.append(efficiency(env, agent.circuit_ranking(), KL_FLOOR))
+            x = np.sort(effs)
+            return float(np.mean(x)), float(x[len(x) // 4 : len(x) - len(x) // 4].mean())
+
+        print("aif learning rate: streams over 2 folds of the train prompts (mean, IQM)")
+        for fitted in (False, True):
+            for lr in (1.0, 0.3, 0.1, 0.0):
+                t0 = time.time()
+                m, q = stream(lr, fitted)
+                label = "fitted on the other fold" if fitted else "unfitted"
+                print(
+                    f"  {label:24s} learning_rate={lr}: mean {m:.4f} IQM {q:.4f}  ({time.time() - t0:.0f} s)"
+                )
 
     if not args.skip_ucb:
 

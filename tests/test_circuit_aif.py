@@ -138,13 +138,24 @@ def test_measured_cancellation_changes_the_ranking():
 
 
 def test_learning_persists_and_reset_memory_forgets():
-    agent = CircuitAIFAgent(seed=0)
+    agent = CircuitAIFAgent(seed=0, learning_rate=1.0)
     episode(agent, toy_env())
     prior = [p.copy() for p in agent.prior_pA()]
     learned = agent.pA
     assert learned[1].sum() > prior[1].sum() + 1
     agent.reset_memory()
     assert np.allclose(agent.pA[1], prior[1], rtol=1e-5)
+
+
+def test_no_online_learning_by_default():
+    """Default: the likelihood is learned offline only (fit); the beliefs still move with every reading, and a
+    later episode acts exactly as a fresh agent would (nothing self-labelled carried over)."""
+    agent = CircuitAIFAgent(seed=0)
+    prior = [p.copy() for p in agent.prior_pA()]
+    first = episode(agent, toy_env())
+    assert np.allclose(agent.pA[1], prior[1], rtol=1e-6, atol=0)
+    assert agent._measured.any() and not np.allclose(agent._q_measured[agent._measured], 1 / 3)
+    assert episode(agent, toy_env()) == first == episode(CircuitAIFAgent(seed=0), toy_env())
 
 
 def test_bad_input():
