@@ -15,7 +15,7 @@
 
 The circuit track (`CircuitSearch-v0`) has its own agents (`agents.circuit`): pass `track="circuit"` to
 `available_agents`, `agent_class` and `make_agent` (`random`, `influence`, `atp`, `atp-joint`, `ig`, `acdc`,
-`atp-search`, `ranker`, `ucb`, `aif`, `aif-argmax`, `reference`).
+`atp-search`, `ranker`, `ucb`, `aif`, `aif-argmax`, `ppo`, `reference`).
 
 Agent modules are imported lazily, on first use, so that e.g. `make_agent("greedy")` never imports JAX.
 """
@@ -54,6 +54,7 @@ CIRCUIT_REGISTRY: dict[str, str] = {
     "ucb": "agents.circuit.ucb:CircuitUCBAgent",
     "aif": "agents.circuit.aif:CircuitAIFAgent",
     "aif-argmax": "agents.circuit.aif:CircuitAIFArgmaxAgent",
+    "ppo": "agents.circuit.ppo:CircuitPPOAgent",
     "reference": "agents.circuit.reference:ReferenceAgent",
 }
 TRACKS = ("features", "circuit")
