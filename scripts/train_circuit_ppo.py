@@ -7,6 +7,8 @@
         OMP_NUM_THREADS=1 python scripts/train_circuit_ppo.py --model toy-4l --exclude-task $t --steps 40000 \
             --no-anneal-lr --tb runs/circuit-ppo/no-$t
     done
+    # the shipped circuit-toy-4l-w144-all (toy-4l-w144's train tables; what held-out-model on toy-4l fits on)
+    OMP_NUM_THREADS=1 python scripts/train_circuit_ppo.py --model toy-4l-w144 --steps 40000 --no-anneal-lr
     # or every policy with this script's defaults: --suite (all tasks, then each task held out in turn)
 
 Trains on the **train** split only (the model's shipped tables, or `--tables DIR` holding TASK-train.npz, built
