@@ -40,6 +40,7 @@ from agents.ppo_store import (
     MATCH_KEYS,
     POLICY_DIR,
     find_policy,
+    fit_problems,
     load_policy,
     policy_summary,
     read_meta,
@@ -202,22 +203,7 @@ class PPOAgent(BaseAgent):
         return self.model is not None
 
     def _check(self, names: Sequence[str], k: int, types: Sequence[str], what: str) -> None:
-        key = self.meta.get("key", {})
-        theirs, ours = list(key.get("descriptor_names", [])), list(names)
-        problems = []
-        if ours != theirs:
-            problems.append(
-                f"descriptor columns differ (trained with but absent: {[c for c in theirs if c not in ours]}; "
-                f"present but not trained with: {[c for c in ours if c not in theirs]}"
-                + ("; same columns in another order" if sorted(theirs) == sorted(ours) else "")
-                + ")"
-            )
-        if int(k) != key.get("n_candidates"):
-            problems.append(f"K={k}, the policy was trained with K={key.get('n_candidates')}")
-        if list(types) != list(key.get("interventions", [])):
-            problems.append(
-                f"interventions {list(types)}, the policy was trained with {key.get('interventions')}"
-            )
+        problems = fit_problems(self.meta.get("key", {}), names, k, types)
         if problems:
             raise ACDError(
                 f"the PPO policy ({self.source or 'unnamed'}) does not fit {what}: "

@@ -162,6 +162,28 @@ def resolve_policy_path(
     raise ACDError(f"no PPO policy named {policy!r}; shipped: {names}, or pass a path to a .zip")
 
 
+def fit_problems(key: dict, names: Sequence[str], k: int, types: Sequence[str] | None = None) -> list[str]:
+    """What makes a policy (its sidecar `key`) unfit for an env or tables with these descriptor columns, K and
+    (feature track) intervention types; empty when it fits. A network trained on one column layout silently
+    mis-reads another, so the agents refuse rather than warn."""
+    theirs, ours = list(key.get("descriptor_names", [])), list(names)
+    problems = []
+    if ours != theirs:
+        problems.append(
+            f"descriptor columns differ (trained with but absent: {[c for c in theirs if c not in ours]}; "
+            f"present but not trained with: {[c for c in ours if c not in theirs]}"
+            + ("; same columns in another order" if sorted(theirs) == sorted(ours) else "")
+            + ")"
+        )
+    if int(k) != key.get("n_candidates"):
+        problems.append(f"K={k}, the policy was trained with K={key.get('n_candidates')}")
+    if types is not None and list(types) != list(key.get("interventions", [])):
+        problems.append(
+            f"interventions {list(types)}, the policy was trained with {key.get('interventions')}"
+        )
+    return problems
+
+
 def policy_summary(meta: dict) -> str:
     k = meta.get("key", {})
     return (

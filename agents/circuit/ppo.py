@@ -47,6 +47,7 @@ from agents.ppo_store import (
     MATCH_KEYS,
     POLICY_DIR,
     find_policy,
+    fit_problems,
     load_policy,
     resolve_policy_path,
     shipped_policies,
@@ -158,16 +159,7 @@ class CircuitPPOAgent(CircuitAgent):
         return self.model is not None
 
     def _check(self, names: Sequence[str], k: int) -> None:
-        key = self.meta.get("key", {})
-        theirs, ours = list(key.get("descriptor_names", [])), list(names)
-        problems = []
-        if ours != theirs:
-            problems.append(
-                f"descriptor columns differ (trained with but absent: {[c for c in theirs if c not in ours]}; "
-                f"present but not trained with: {[c for c in ours if c not in theirs]})"
-            )
-        if int(k) != key.get("n_candidates"):
-            problems.append(f"K={k}, the policy was trained with K={key.get('n_candidates')}")
+        problems = fit_problems(self.meta.get("key", {}), names, k)
         if problems:
             raise ACDError(
                 f"the circuit PPO policy ({self.source or 'unnamed'}) does not fit this environment: "
