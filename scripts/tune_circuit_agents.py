@@ -126,20 +126,24 @@ def main() -> None:
         best = max(scored, key=lambda s: s[0])
         print(f"ranker CHOICE: target={best_target} {best[1]} (cv efficiency {best[0]:.4f})")
 
+    def episode(agent, j: int) -> float:
+        """One episode of `agent` on train prompt `j`; the circuit efficiency of its declared circuit."""
+        obs, info = env.reset(options={"prompt_index": env_index[ids[j]]})
+        agent.reset(obs, info)
+        while True:
+            a = agent.act(obs, info)
+            obs, r, term, trunc, info = env.step(a)
+            agent.observe(a, r, obs, info)
+            if term or trunc:
+                break
+        return efficiency(env, agent.circuit_ranking(), KL_FLOOR)
+
     def zero_shot(agent) -> float:
         """Mean circuit efficiency of `agent` over the kept train prompts, memory reset before each."""
         effs = []
         for j in keep:
             agent.reset_memory()
-            obs, info = env.reset(options={"prompt_index": env_index[ids[j]]})
-            agent.reset(obs, info)
-            while True:
-                a = agent.act(obs, info)
-                obs, r, term, trunc, info = env.step(a)
-                agent.observe(a, r, obs, info)
-                if term or trunc:
-                    break
-            effs.append(efficiency(env, agent.circuit_ranking(), KL_FLOOR))
+            effs.append(episode(agent, j))
         return float(np.mean(effs))
 
     if not args.skip_aif:
@@ -196,16 +200,7 @@ def main() -> None:
                         ]
                     )
                 test = [j for j in keep if fold2[j] == f]
-                for j in np.random.default_rng([args.seed, f]).permutation(test):
-                    obs, info = env.reset(options={"prompt_index": env_index[ids[j]]})
-                    agent.reset(obs, info)
-                    while True:
-                        a = agent.act(obs, info)
-                        obs, r, term, trunc, info = env.step(a)
-                        agent.observe(a, r, obs, info)
-                        if term or trunc:
-                            break
-                    effs.append(efficiency(env, agent.circuit_ranking(), KL_FLOOR))
+                effs += [episode(agent, j) for j in np.random.default_rng([args.seed, f]).permutation(test)]
             x = np.sort(effs)
             return float(np.mean(x)), float(x[len(x) // 4 : len(x) - len(x) // 4].mean())
 
