@@ -62,6 +62,13 @@ def circuit_auc(f_grid: np.ndarray) -> float:
     return float(np.mean(np.asarray(f_grid, dtype=np.float64)))
 
 
+def circuit_efficiency(f_grid: np.ndarray, ref_grid: np.ndarray) -> float:
+    """Circuit efficiency: the circuit AUC ÷ the reference's over the same grid (NaN when the reference's AUC
+    is not positive). f_grid, ref_grid: (len(K_GRID),) or the grid sizes a prompt has."""
+    ref_auc = circuit_auc(ref_grid)
+    return circuit_auc(f_grid) / ref_auc if ref_auc > 0 else float("nan")
+
+
 def _trapezoid(y: np.ndarray) -> float:
     y = np.asarray(y, dtype=np.float64)
     if len(y) < 2:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from acd_env.circuit import circuit_auc, cmd, cpr
+from acd_env.circuit import circuit_auc, circuit_efficiency, cmd, cpr
 
 
 def circuit_metrics(f: np.ndarray, logit_f: np.ndarray, necessity: np.ndarray, ref_f: np.ndarray) -> dict:
@@ -29,7 +29,7 @@ def circuit_metrics(f: np.ndarray, logit_f: np.ndarray, necessity: np.ndarray, r
     auc, ref_auc = circuit_auc(f), circuit_auc(ref_f)
     finite = logit_f[np.isfinite(logit_f)]
     return {
-        "efficiency": auc / ref_auc if ref_auc > 0 else float("nan"),
+        "efficiency": circuit_efficiency(f, ref_f),
         "auc": auc,
         "cpr": cpr(f),
         "cmd": cmd(f),

@@ -23,11 +23,12 @@ import time
 
 import numpy as np
 
+from acd_env.circuit import circuit_efficiency
+
 
 def efficiency(env, ranking, kl_floor: float) -> float:
     score = env.score_circuit(ranking)
-    ref = np.asarray(env.reference().ref_curve)[score.sizes - 1]
-    return float(np.mean(score.f) / np.mean(ref))
+    return circuit_efficiency(score.f, np.asarray(env.reference().ref_curve)[score.sizes - 1])
 
 
 def main() -> None:

@@ -69,7 +69,14 @@ from typing import Any, cast
 
 import numpy as np
 
-from acd_env.circuit import KL_FLOOR, check_ranking, circuit_auc, faithfulness, grid_sizes, prefix_masks
+from acd_env.circuit import (
+    KL_FLOOR,
+    check_ranking,
+    circuit_efficiency,
+    faithfulness,
+    grid_sizes,
+    prefix_masks,
+)
 from acd_env.errors import ACDError
 from acd_env.observation import CIRCUIT_DYNAMIC_COLUMNS, OBS_BOUND
 from acd_env.table_store import env_settings, table_key
@@ -140,8 +147,7 @@ def keep_efficiency(backend: Any, i: int, ranking: Sequence[int]) -> float:
     sizes = grid_sizes(n)
     masks = prefix_masks(check_ranking(ranking, n), n, sizes)
     kl, _ = backend.query(i, ["keep"] * len(sizes), masks)
-    ref = circuit_auc(np.asarray(data.ref_curve)[sizes - 1])
-    return circuit_auc(faithfulness(kl, data.kl_empty)) / ref if ref > 0 else float("nan")
+    return circuit_efficiency(faithfulness(kl, data.kl_empty), np.asarray(data.ref_curve)[sizes - 1])
 
 
 # ---------------------------------------------------------------------------------------------- envs
