@@ -300,6 +300,17 @@ def _circuit_arrays(raw: dict[str, np.ndarray], meta: dict, path: Path, p: int, 
     return out
 
 
+def select_prompts(table: CircuitTable, rows: Sequence[int]) -> CircuitTable:
+    """The table restricted to some of its prompts (in the order given): cases, measurements and circuit
+    arrays, all indexed by prompt. For folds by prompt of one table."""
+    idx = np.asarray(rows, dtype=np.int64)
+    meta = dict(table.meta, n_prompts=len(idx))
+    cases = [table.cases[int(r)] for r in idx]
+    measurements = {n: v[idx] for n, v in table.measurements.items()}
+    circuit = None if table.circuit is None else {n: v[idx] for n, v in table.circuit.items()}
+    return CircuitTable(meta, cases, measurements, circuit)
+
+
 def merge_tables(tables: Sequence[CircuitTable]) -> CircuitTable:
     """Concatenate tables with identical settings (e.g. several tasks) into one."""
     if not tables:

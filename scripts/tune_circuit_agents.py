@@ -46,6 +46,7 @@ def main() -> None:
     from acd_env.circuit import KL_FLOOR
     from acd_env.circuit_env import CircuitSearchEnv
     from acd_env.table_store import resolve_tables, restrict_columns
+    from acd_env.tables import select_prompts
     from agents.circuit.ranker import DEFAULTS, TARGETS, CircuitRankerAgent, table_training_data
     from agents.circuit.ucb import CircuitUCBAgent
 
@@ -169,22 +170,8 @@ def main() -> None:
         e_argmax = zero_shot(CircuitAIFAgent(seed=args.seed, planning="argmax", **chosen))
         print(f"aif CHOICE: {chosen} (efficiency {e:.4f}); aif-argmax at it {e_argmax:.4f}")
 
-        import copy
-
-        def subset(table, rows: list[int]):
-            """The table restricted to some of its prompts (cases and per-prompt circuit arrays)."""
-            out = copy.copy(table)
-            out.cases = [table.cases[r] for r in rows]
-            n = len(table.cases)
-            out.circuit = {
-                k: v[rows] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v
-                for k, v in table.circuit.items()
-            }
-            return out
-
         fold2 = np.random.default_rng(args.seed).integers(2, size=len(ids))
         fold_of_id = dict(zip(ids, fold2.tolist(), strict=True))
-        all_tables = [resolve_tables(args.model, t, "train", None) for t in tasks]
 
         def stream(lr: float, fitted: bool) -> tuple[float, float]:
             """(mean, IQM) efficiency over both folds, each run as a stream (fitted on the other fold)."""
@@ -192,14 +179,13 @@ def main() -> None:
             for f in (0, 1):
                 agent = CircuitAIFAgent(seed=args.seed, learning_rate=lr)
                 if fitted:
-                    agent.fit(
-                        [
-                            subset(
-                                t, [r for r, c in enumerate(t.cases) if fold_of_id.get(c.prompt.id) == 1 - f]
-                            )
-                            for t in all_tables
-                        ]
-                    )
+                    other = [
+                        select_prompts(
+                            t, [r for r, c in enumerate(t.cases) if fold_of_id.get(c.prompt.id) == 1 - f]
+                        )
+                        for t in tables
+                    ]
+                    agent.fit(other)
                 test = [j for j in keep if fold2[j] == f]
                 effs += [episode(agent, j) for j in np.random.default_rng([args.seed, f]).permutation(test)]
             x = np.sort(effs)

@@ -12,7 +12,7 @@ import acd_env
 from acd_env.case import CaseSettings
 from acd_env.errors import TableError
 from acd_env.table_build import build_task_table
-from acd_env.tables import FORMAT_VERSION, load_table, save_table
+from acd_env.tables import FORMAT_VERSION, load_table, save_table, select_prompts
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,18 @@ def test_file_build_equals_in_memory_build_and_releases_the_attribution_cache(mo
     assert {k: v for k, v in built.meta.items() if k not in strip} == {
         k: v for k, v in again.meta.items() if k not in strip
     }
+
+
+def test_select_prompts_keeps_the_chosen_prompts_rows_aligned():
+    from acd_env.table_store import resolve_tables
+
+    table = resolve_tables("toy-4l", "ioi", "test", None)
+    rows = [5, 0, 3]
+    part = select_prompts(table, rows)
+    assert [c.prompt.id for c in part.cases] == [table.cases[r].prompt.id for r in rows]
+    assert part.meta["n_prompts"] == 3 and table.meta["n_prompts"] == len(table.cases)
+    for name, values in table.measurements.items():
+        assert np.array_equal(part.measurements[name], values[rows])
+    assert table.circuit is not None and part.circuit is not None
+    for name, values in table.circuit.items():
+        assert np.array_equal(part.circuit[name], values[rows])
