@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 from acd_env.tasks import TOY_TASKS  # noqa: E402
 from agents.circuit.ppo_train import train_circuit_policy  # noqa: E402
 from agents.ppo_store import POLICY_DIR, save_policy  # noqa: E402
+from scripts.train_ppo import training_runs  # noqa: E402 (the feature track's script: the same runs)
 
 
 def policy_name(model: str, tasks: Sequence[str], held_out: str | None) -> str:
@@ -155,19 +156,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         threads=a.threads,
         verbose=a.verbose,
     )
-    if a.suite:
-        if a.name or a.exclude_task:
-            raise SystemExit("--suite trains every policy itself; drop --name / --exclude-task")
-        runs: list[tuple[list[str], str | None]] = [(tasks, None)]
-        runs += [([t for t in tasks if t != held], held) for held in tasks]
-    elif a.exclude_task:
-        if a.exclude_task not in tasks:
-            raise SystemExit(f"--exclude-task {a.exclude_task!r} is not one of --tasks {tasks}")
-        runs = [([t for t in tasks if t != a.exclude_task], a.exclude_task)]
-    else:
-        runs = [(tasks, None)]
     paths = []
-    for run_tasks, held in runs:
+    for run_tasks, held in training_runs(tasks, suite=a.suite, exclude_task=a.exclude_task, name=a.name):
         name = a.name or policy_name(a.model, run_tasks, held)
         tb = None if a.tb is None else (Path(a.tb) / name if a.suite else Path(a.tb))
         paths.append(

@@ -185,6 +185,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def training_runs(
+    tasks: list[str], *, suite: bool, exclude_task: str | None, name: str | None
+) -> list[tuple[list[str], str | None]]:
+    """(train tasks, held-out task) of each policy a run trains: every task; with `suite` also each task held out
+    in turn; with `exclude_task` every task but that one. Bad combinations end the script with one line."""
+    if suite:
+        if name or exclude_task:
+            raise SystemExit("--suite trains every policy itself; drop --name / --exclude-task")
+        return [(tasks, None), *(([t for t in tasks if t != held], held) for held in tasks)]
+    if exclude_task:
+        if exclude_task not in tasks:
+            raise SystemExit(f"--exclude-task {exclude_task!r} is not one of --tasks {tasks}")
+        return [([t for t in tasks if t != exclude_task], exclude_task)]
+    return [(tasks, None)]
+
+
 def main(argv: Sequence[str] | None = None) -> list[Path]:
     a = parse_args(argv)
     tasks = [t for t in a.tasks.split(",") if t]
@@ -218,19 +234,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         evaluate_test=not a.no_eval,
         **train_kw,
     )
-    if a.suite:
-        if a.name or a.exclude_task:
-            raise SystemExit("--suite trains every policy itself; drop --name / --exclude-task")
-        runs: list[tuple[list[str], str | None]] = [(tasks, None)]
-        runs += [([t for t in tasks if t != held], held) for held in tasks]
-    elif a.exclude_task:
-        if a.exclude_task not in tasks:
-            raise SystemExit(f"--exclude-task {a.exclude_task!r} is not one of --tasks {tasks}")
-        runs = [([t for t in tasks if t != a.exclude_task], a.exclude_task)]
-    else:
-        runs = [(tasks, None)]
     paths = []
-    for run_tasks, held in runs:
+    for run_tasks, held in training_runs(tasks, suite=a.suite, exclude_task=a.exclude_task, name=a.name):
         name = a.name or policy_name(a.model, run_tasks, held, descriptors, act_types)
         tb = None if a.tb is None else (Path(a.tb) / name if a.suite else Path(a.tb))
         paths.append(train_one(tasks=run_tasks, held_out=held, name=name, tb=tb, **common))
