@@ -179,7 +179,7 @@ class TrainResult:
     log: list[dict] = field(default_factory=list)
 
 
-def _logger(records: list[dict], tb_dir: str | Path | None, verbose: bool) -> Any:
+def sb3_logger(records: list[dict], tb_dir: str | Path | None, verbose: bool) -> Any:
     from stable_baselines3.common.logger import HumanOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 
     def with_aliases(kv: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +221,7 @@ def _logger(records: list[dict], tb_dir: str | Path | None, verbose: bool) -> An
     return Logger(str(tb_dir) if tb_dir is not None else None, formats)
 
 
-class _EvalCallback:
+class EvalCallback:
     """Every `every` steps (at the end of a rollout): record `score(model)` as `name` (e.g. deterministic
     discovery efficiency on a fixed sample of train prompts). Both tracks' trainers use it."""
 
@@ -323,7 +323,7 @@ def train_policy(
         model = MaskablePPO(
             policy,
             env,
-            learning_rate=_linear(learning_rate) if anneal_lr else learning_rate,
+            learning_rate=linear_schedule(learning_rate) if anneal_lr else learning_rate,
             n_steps=n_steps,
             batch_size=batch_size,
             n_epochs=n_epochs,
@@ -336,7 +336,7 @@ def train_policy(
             device="cpu",
             verbose=0,
         )
-        model.set_logger(_logger(records, tb_dir, verbose))
+        model.set_logger(sb3_logger(records, tb_dir, verbose))
         meta = {
             "key": key,
             "arch": arch,
@@ -365,7 +365,7 @@ def train_policy(
         def train_efficiency(m: Any) -> float:
             return float(evaluate(eval_env, PPOAgent.from_model(m, meta), sample).mean())
 
-        callback = _EvalCallback(train_efficiency, eval_every)
+        callback = EvalCallback(train_efficiency, eval_every)
         model.learn(total_timesteps=int(steps), callback=callback)
         train_s = time.perf_counter() - start
         final = evaluate(eval_env, PPOAgent.from_model(model, meta))
@@ -378,15 +378,15 @@ def train_policy(
         timesteps=int(model.num_timesteps),
         train_seconds=round(train_s, 1),
         train_efficiency=round(float(final.mean()), 4),
-        sb3_contrib=_version("sb3_contrib"),
-        stable_baselines3=_version("stable_baselines3"),
+        sb3_contrib=package_version("sb3_contrib"),
+        stable_baselines3=package_version("stable_baselines3"),
         torch=torch.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
     return TrainResult(model, meta, records)
 
 
-def _linear(start: float) -> Callable[[float], float]:
+def linear_schedule(start: float) -> Callable[[float], float]:
     """SB3 schedule: `start` decayed linearly to 0 over training (CleanRL's `anneal_lr`)."""
 
     def schedule(progress_remaining: float) -> float:
@@ -395,7 +395,7 @@ def _linear(start: float) -> Callable[[float], float]:
     return schedule
 
 
-def _version(pkg: str) -> str:
+def package_version(pkg: str) -> str:
     from importlib.metadata import version
 
     return version(pkg)

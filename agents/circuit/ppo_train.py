@@ -82,7 +82,14 @@ from acd_env.observation import CIRCUIT_DYNAMIC_COLUMNS, OBS_BOUND
 from acd_env.table_store import env_settings, table_key
 from agents.base import load_tables
 from agents.circuit.ranker import rank_score
-from agents.ppo_train import TrainResult, _EvalCallback, _linear, _logger, _version, prompts_fingerprint
+from agents.ppo_train import (
+    EvalCallback,
+    TrainResult,
+    linear_schedule,
+    package_version,
+    prompts_fingerprint,
+    sb3_logger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +422,7 @@ def train_circuit_policy(
         model = MaskablePPO(
             SetPolicy,
             vec,
-            learning_rate=_linear(learning_rate) if anneal_lr else learning_rate,
+            learning_rate=linear_schedule(learning_rate) if anneal_lr else learning_rate,
             n_steps=n_steps,
             batch_size=batch_size,
             n_epochs=n_epochs,
@@ -431,7 +438,7 @@ def train_circuit_policy(
             device="cpu",
             verbose=0,
         )
-        model.set_logger(_logger(records, tb_dir, verbose))
+        model.set_logger(sb3_logger(records, tb_dir, verbose))
         meta: dict[str, Any] = {
             "key": key,
             "track": TRACK,
@@ -474,7 +481,7 @@ def train_circuit_policy(
                 best.update(eff=eff, state=copy.deepcopy(m.policy.state_dict()), step=int(m.num_timesteps))
             return eff
 
-        callbacks = [_EvalCallback(val_efficiency, eval_every, "eval/val_efficiency")] if val else []
+        callbacks = [EvalCallback(val_efficiency, eval_every, "eval/val_efficiency")] if val else []
         if val:  # the starting point (after the warm start) is a candidate too
             model.logger.record("eval/val_efficiency", val_efficiency(model))
             model.logger.record("eval/val_ig", val_ig)
@@ -502,8 +509,8 @@ def train_circuit_policy(
         train_seconds=round(train_s, 1),
         train_efficiency=round(float(final.mean()), 4),
         train_ig=round(float(np.mean([baseline[i] for i in train if i in baseline] or [np.nan])), 4),
-        sb3_contrib=_version("sb3_contrib"),
-        stable_baselines3=_version("stable_baselines3"),
+        sb3_contrib=package_version("sb3_contrib"),
+        stable_baselines3=package_version("stable_baselines3"),
         torch=torch.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
