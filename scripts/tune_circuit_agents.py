@@ -26,7 +26,8 @@ import numpy as np
 from acd_env.circuit import circuit_efficiency
 
 
-def efficiency(env, ranking, kl_floor: float) -> float:
+def efficiency(env, ranking) -> float:
+    """Circuit efficiency of `ranking` on the env's current prompt (the harness's evaluation)."""
     score = env.score_circuit(ranking)
     return circuit_efficiency(score.f, np.asarray(env.reference().ref_curve)[score.sizes - 1])
 
@@ -66,7 +67,7 @@ def main() -> None:
 
     def score_prompt(j: int, ranking) -> float:
         env.reset(options={"prompt_index": env_index[ids[j]]})
-        return efficiency(env, ranking, KL_FLOOR)
+        return efficiency(env, ranking)
 
     rng = np.random.default_rng(args.seed)
     fold_of = np.empty(len(ids), dtype=np.int64)
@@ -79,7 +80,7 @@ def main() -> None:
             for j in keep:
                 obs, info = env.reset(options={"prompt_index": env_index[ids[j]]})
                 v = obs["candidates"][: info["n_valid"], env.descriptor_names.index(col)]
-                effs.append(efficiency(env, list(np.argsort(-v, kind="stable")), KL_FLOOR))
+                effs.append(efficiency(env, list(np.argsort(-v, kind="stable"))))
             baselines[name] = float(np.mean(effs))
         print("train-split zero-query baselines:", {k: round(v, 4) for k, v in baselines.items()})
 
@@ -138,7 +139,7 @@ def main() -> None:
             agent.observe(a, r, obs, info)
             if term or trunc:
                 break
-        return efficiency(env, agent.circuit_ranking(), KL_FLOOR)
+        return efficiency(env, agent.circuit_ranking())
 
     def zero_shot(agent) -> float:
         """Mean circuit efficiency of `agent` over the kept train prompts, memory reset before each."""
